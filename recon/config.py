@@ -1,0 +1,151 @@
+"""Pipeline configuration: YAML, validated strictly, `${ENV}` substituted in values."""
+
+from __future__ import annotations
+
+import os
+import re
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Union
+
+import yaml
+from pydantic import BeforeValidator, Field, ValidationError, model_validator
+
+from recon.errors import ConfigError
+from recon.sources import REGISTRY
+from recon.sources.base import SourceConfig, Strict, Thresholds
+from recon.timeutil import parse_duration
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+# A stage or dead-letter sink: one of the registered source kinds, chosen by `source`.
+SourceSpec = Annotated[
+    Union[tuple(m.Config for m in REGISTRY.values())],  # type: ignore[valid-type]  # noqa: UP007
+    Field(discriminator="source"),
+]
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+DEFAULT_LOSS_RATE = 0.0001
+
+
+class WindowConfig(Strict):
+    """How time is cut: window size, how long late events are awaited, when a result is final."""
+
+    size: Duration = timedelta(hours=1)
+    grace: Duration = timedelta(minutes=30)
+    settle: Duration = timedelta(hours=2)
+    # Downstream clocks may run slightly behind the origin's.
+    skew: Duration = timedelta(minutes=1)
+
+    @model_validator(mode="after")
+    def _positive(self) -> WindowConfig:
+        if self.size <= timedelta(0):
+            raise ValueError("size must be positive")
+        for name in ("grace", "settle", "skew"):
+            if getattr(self, name) < timedelta(0):
+                raise ValueError(f"{name} must not be negative")
+        return self
+
+
+class PipelineConfig(Strict):
+    """A pipeline: its origin is the first stage; dead-letter sinks name the stage they serve."""
+
+    pipeline: str = Field(min_length=1)
+    window: WindowConfig = WindowConfig()
+    thresholds: Thresholds = Thresholds(loss_rate=DEFAULT_LOSS_RATE)
+    results: str | None = None
+    expectations: str | None = None
+    stages: list[SourceSpec] = Field(min_length=2)
+    dead_letters: list[SourceSpec] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _references(self) -> PipelineConfig:
+        names = [s.name for s in self.stages] + [d.name for d in self.dead_letters]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"stage and dead-letter names must be unique: {dupes}")
+        downstream = {s.name for s in self.stages[1:]}
+        for stage in self.stages:
+            if stage.stage is not None:
+                raise ValueError(f"stage {stage.name}: 'stage' is only for dead_letters")
+        for sink in self.dead_letters:
+            if sink.stage not in downstream:
+                raise ValueError(
+                    f"dead letter {sink.name}: 'stage' must name a stage after the origin "
+                    f"({sorted(downstream)}), got {sink.stage!r}"
+                )
+            if sink.thresholds is not None:
+                raise ValueError(f"dead letter {sink.name}: thresholds belong to stages")
+        return self
+
+    @property
+    def origin(self) -> SourceConfig:
+        """The first stage: its rows define each window's cohort."""
+        return self.stages[0]
+
+    def thresholds_for(self, stage: str | None) -> Thresholds:
+        """The stage's thresholds: its own overrides on top of the global ones."""
+        override = next((s.thresholds for s in self.stages if s.name == stage), None)
+        if override is None:
+            return self.thresholds
+        merged = self.thresholds.model_dump() | override.model_dump(exclude_none=True)
+        return Thresholds(**merged)
+
+
+def substitute_env(value: Any, where: str = "") -> Any:
+    """Replace `${NAME}` in every string value by the environment variable NAME."""
+    if isinstance(value, dict):
+        return {k: substitute_env(v, f"{where}.{k}" if where else str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [substitute_env(v, f"{where}.{i}") for i, v in enumerate(value)]
+    if isinstance(value, str):
+
+        def lookup(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in os.environ:
+                raise ConfigError(f"{where}: environment variable {name} is not set")
+            return os.environ[name]
+
+        return _ENV.sub(lookup, value)
+    return value
+
+
+def _resolve_paths(data: dict[str, Any], base: Path) -> None:
+    """Make relative local paths relative to the config file, not the working directory."""
+    for entry in [*data.get("stages", []), *data.get("dead_letters", [])]:
+        if isinstance(entry, dict) and entry.get("source") in ("parquet", "files"):
+            path = entry.get("path")
+            if isinstance(path, str) and "://" not in path and not os.path.isabs(path):
+                entry["path"] = str(base / path)
+    results = data.get("results")
+    if isinstance(results, str) and "://" not in results and results:
+        data["results"] = str(base / results)
+    expectations = data.get("expectations")
+    data["expectations"] = str(base / (expectations or "expectations"))
+
+
+def parse_config(data: Any, source: str = "<config>", base: Path | None = None) -> PipelineConfig:
+    """Validate an already-loaded mapping; errors name `source` and the offending key."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level")
+    data = substitute_env(data)
+    if base is not None:
+        _resolve_paths(data, base)
+    try:
+        return PipelineConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '<top>'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ConfigError(f"{source}: {problems}") from None
+
+
+def load_config(path: str | os.PathLike[str]) -> PipelineConfig:
+    """Load and validate a YAML pipeline config file."""
+    file = Path(path)
+    try:
+        data = yaml.safe_load(file.read_text())
+    except OSError as exc:
+        raise ConfigError(f"{file}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{file}: not valid YAML: {exc}") from None
+    return parse_config(data, str(file), file.resolve().parent)

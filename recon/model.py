@@ -1,0 +1,154 @@
+"""Shared types: what we reconcile (Window), what a ledger read returns, what a hop measured.
+
+Every other module speaks these types; nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import pyarrow as pa
+
+from recon.timeutil import as_utc, iso
+
+# The columns every source reader returns. `location` says where the row lives
+# (table, parquet file, topic); `partition`/`offset` are set for Kafka rows.
+LEDGER_SCHEMA = pa.schema(
+    [
+        pa.field("event_id", pa.string()),
+        pa.field("stage_time", pa.timestamp("us", tz="UTC")),
+        pa.field("location", pa.string()),
+        pa.field("partition", pa.int32()),
+        pa.field("offset", pa.int64()),
+    ]
+)
+
+COUNTERS = (
+    "upstream",
+    "arrived",
+    "lost",
+    "dead_lettered",
+    "pending",
+    "unverifiable",
+    "late",
+    "duplicates",
+    "orphans",
+    "unreadable",
+)
+OUTCOMES = ("lost", "dead_lettered", "pending", "unverifiable")
+
+
+@dataclass(frozen=True, order=True)
+class Window:
+    """A half-open UTC time range [start, end) that checks itself."""
+
+    start: datetime
+    end: datetime
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "start", as_utc(self.start))
+        object.__setattr__(self, "end", as_utc(self.end))
+        if self.end <= self.start:
+            raise ValueError(f"window end {iso(self.end)} is not after start {iso(self.start)}")
+
+    def split(self, size: timedelta) -> list[Window]:
+        """Consecutive windows of `size` covering this one; the last may be shorter."""
+        if size <= timedelta(0):
+            raise ValueError("window size must be positive")
+        windows, cursor = [], self.start
+        while cursor < self.end:
+            windows.append(Window(cursor, min(cursor + size, self.end)))
+            cursor += size
+        return windows
+
+    def widen(self, before: timedelta, after: timedelta) -> Window:
+        """The same window, extended by `before` at the start and `after` at the end."""
+        return Window(self.start - before, self.end + after)
+
+    def __str__(self) -> str:
+        return f"[{iso(self.start)}, {iso(self.end)})"
+
+
+@dataclass(frozen=True)
+class BadRecord:
+    """A row a reader saw but could not turn into an event ID: counted, never dropped."""
+
+    where: str  # "topic[partition]@offset", "file:line", "file (3 rows)"
+    reason: str
+    count: int = 1
+
+
+@dataclass(frozen=True)
+class RetentionGap:
+    """Kafka records of the read range may be deleted already (retention, delete_records).
+
+    Records before `low_watermark` no longer exist; `until` is the timestamp of
+    the first retained record: events older than it may have been in the deleted
+    part, so their absence cannot be judged.
+    """
+
+    topic: str
+    partition: int
+    low_watermark: int
+    until: datetime
+
+    def __str__(self) -> str:
+        return (
+            f"{self.topic}[{self.partition}]: records before offset {self.low_watermark} were "
+            f"deleted; absence of events before {iso(self.until)} cannot be judged"
+        )
+
+
+@dataclass
+class LedgerRead:
+    """What one reader returns for one time range."""
+
+    source: str  # a human description, e.g. "kafka topic events @ 127.0.0.1:9092"
+    table: pa.Table  # LEDGER_SCHEMA
+    bad_records: list[BadRecord] = field(default_factory=list)
+    gaps: list[RetentionGap] = field(default_factory=list)
+    # Kafka only: committed offset per partition of the stage's consumer group.
+    committed: dict[int, int] | None = None
+
+    @property
+    def unreadable(self) -> int:
+        """Rows seen but not usable (no or unparseable ID)."""
+        return sum(bad.count for bad in self.bad_records)
+
+
+def empty_ledger() -> pa.Table:
+    """An empty table in the ledger schema."""
+    return LEDGER_SCHEMA.empty_table()
+
+
+@dataclass
+class StageMetrics:
+    """The counters of one hop (or of the origin, or end to end) for one window."""
+
+    stage: str
+    upstream: int = 0
+    arrived: int = 0
+    lost: int = 0
+    dead_lettered: int = 0
+    pending: int = 0
+    unverifiable: int = 0
+    late: int = 0
+    duplicates: int = 0
+    orphans: int = 0
+    unreadable: int = 0
+    latency_ms: dict[str, float | None] = field(
+        default_factory=lambda: dict.fromkeys(("p50", "p95", "p99", "max"))
+    )
+    breach: bool = False
+
+    @property
+    def loss_rate(self) -> float:
+        """lost / upstream; 0 when nothing went in."""
+        return self.lost / self.upstream if self.upstream else 0.0
+
+    def as_dict(self) -> dict[str, object]:
+        """The JSON report's shape for a stage entry."""
+        counters = {name: getattr(self, name) for name in COUNTERS}
+        return {"stage": self.stage, **counters, "loss_rate": self.loss_rate,
+                "latency_ms": dict(self.latency_ms), "breach": self.breach}

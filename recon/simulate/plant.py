@@ -1,0 +1,222 @@
+"""Write a Plan into the real servers: receipts table, Kafka topics, lake parquet, group offsets."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psycopg
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.dataset as ds
+from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+try:
+    from confluent_kafka import ConsumerGroupTopicPartitions
+except ImportError:  # pragma: no cover
+    from confluent_kafka.admin import ConsumerGroupTopicPartitions  # type: ignore[no-redef]
+
+from recon.simulate.scenario import Plan
+from recon.sources.sql import conninfo
+
+
+@dataclass(frozen=True)
+class Targets:
+    """Where to plant: unique names per test keep runs apart on shared servers."""
+
+    pg_url: str
+    bootstrap: str
+    lake_path: Path
+    name: str = "payments"
+
+    @property
+    def receipts_table(self) -> str:
+        """The webhook receipts table."""
+        return f"{self.name}_webhook_receipts"
+
+    @property
+    def topic(self) -> str:
+        """The events topic."""
+        return f"{self.name}-events"
+
+    @property
+    def dead_letter_topic(self) -> str:
+        """The dead-letter topic."""
+        return f"{self.name}-events-dead-letter"
+
+    @property
+    def group(self) -> str:
+        """The lake loader's consumer group."""
+        return f"{self.name}-lake-loader"
+
+
+def plant(p: Plan, t: Targets) -> None:
+    """Write every ledger of the plan."""
+    write_receipts(p.receipts, t.pg_url, t.receipts_table)
+    create_topic(t.bootstrap, t.topic, p.scenario.partitions)
+    create_topic(t.bootstrap, t.dead_letter_topic, 1)
+    produce_events(p.kafka, t.bootstrap, t.topic)
+    produce_dead_letters(p.dead_letters, t.bootstrap, t.dead_letter_topic, t.topic)
+    commit_offsets(t.bootstrap, t.group, t.topic, p.committed)
+    write_lake(p.lake, t.lake_path)
+
+
+def pipeline_config(t: Targets, **overrides: Any) -> dict[str, Any]:
+    """The recon config (as a mapping) for a planted webhook -> kafka -> lake pipeline."""
+    config: dict[str, Any] = {
+        "pipeline": t.name,
+        "window": {"size": "1h", "grace": "30m", "settle": "2h", "skew": "1m"},
+        "thresholds": {"loss_rate": 0.0001},
+        "stages": [
+            {"name": "webhook", "source": "sql", "url": t.pg_url, "table": t.receipts_table,
+             "id": "event_id", "time": "received_at"},
+            {"name": "kafka", "source": "kafka", "bootstrap": t.bootstrap, "topic": t.topic,
+             "id": "key", "consumer_group": t.group},
+            {"name": "lake", "source": "parquet", "path": str(t.lake_path),
+             "partitioning": "hive", "id": "event_id", "time": "ingested_at"},
+        ],
+        "dead_letters": [
+            {"name": "dlq", "stage": "lake", "source": "kafka", "bootstrap": t.bootstrap,
+             "topic": t.dead_letter_topic, "id": "header:event_id"},
+        ],
+    }
+    config.update(overrides)
+    return config
+
+
+def write_receipts(receipts: pa.Table, pg_url: str, table: str) -> None:
+    """(Re)create the receipts table and COPY the rows in."""
+    buffer = io.BytesIO()
+    pacsv.write_csv(receipts, buffer, pacsv.WriteOptions(include_header=False))
+    with psycopg.connect(conninfo(pg_url)) as conn, conn.cursor() as cur:
+        ident = psycopg.sql.Identifier(table)
+        cur.execute(psycopg.sql.SQL("DROP TABLE IF EXISTS {}").format(ident))
+        cur.execute(psycopg.sql.SQL(
+            "CREATE TABLE {} (event_id text, received_at timestamptz NOT NULL, "
+            "payload jsonb DEFAULT '{{}}')").format(ident))
+        with cur.copy(psycopg.sql.SQL("COPY {} (event_id, received_at) FROM STDIN (FORMAT csv)"
+                                      ).format(ident)) as copy:
+            copy.write(buffer.getvalue())
+        cur.execute(psycopg.sql.SQL("CREATE INDEX ON {} (received_at)").format(ident))
+
+
+def create_topic(bootstrap: str, topic: str, partitions: int) -> None:
+    """A fresh topic; old record timestamps must not be deleted, so retention is infinite."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.delete_topics([topic], operation_timeout=30)
+    config = {"retention.ms": "-1", "message.timestamp.type": "CreateTime"}
+    for attempt in range(60):
+        future = admin.create_topics([NewTopic(topic, partitions, 1, config=config)])[topic]
+        try:
+            future.result(30)
+            return
+        except KafkaException as exc:
+            # The deletion above completes asynchronously: wait for it, then create.
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS or attempt == 59:
+                raise
+            time.sleep(0.5)
+
+
+def _producer(bootstrap: str) -> Producer:
+    return Producer({
+        "bootstrap.servers": bootstrap,
+        "enable.idempotence": True,  # keeps per-partition order, so offsets are predictable
+        "linger.ms": 20,
+        "batch.size": 1 << 20,
+        "compression.type": "lz4",
+        "queue.buffering.max.messages": 2_000_000,
+        "queue.buffering.max.kbytes": 1 << 21,
+    })
+
+
+def _produce_all(producer: Producer, send: Any, n: int) -> None:
+    for i in range(n):
+        while True:
+            try:
+                send(i)
+                break
+            except BufferError:
+                producer.poll(0.05)
+    remaining = producer.flush(120)
+    if remaining:
+        raise RuntimeError(f"{remaining} messages were not delivered")
+
+
+def produce_events(kafka: pa.Table, bootstrap: str, topic: str) -> None:
+    """Produce keyed messages with their planned record timestamps, in offset order."""
+    producer = _producer(bootstrap)
+    ids = kafka["event_id"].to_pylist()
+    keys = [i.encode() for i in ids]
+    values = [json.dumps({"event_id": i, "amount_cents": 1250}).encode() for i in ids]
+    part = kafka["partition"].to_pylist()
+    ts = kafka["ts_ms"].to_pylist()
+    produce = producer.produce
+    _produce_all(producer, lambda i: produce(topic, values[i], keys[i], partition=part[i],
+                                             timestamp=ts[i]), len(ids))
+    _check_offsets(bootstrap, topic, kafka)
+
+
+def _check_offsets(bootstrap: str, topic: str, kafka: pa.Table) -> None:
+    """The plan's offsets must be the broker's (a fresh topic, ordered idempotent producer)."""
+    from confluent_kafka import Consumer
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "recon-plant-check"})
+    try:
+        parts = kafka["partition"].to_numpy()
+        for p in np.unique(parts):
+            _, high = consumer.get_watermark_offsets(TopicPartition(topic, int(p)), timeout=30)
+            if high != int((parts == p).sum()):
+                raise RuntimeError(f"{topic}[{p}] has {high} messages, planned {(parts == p).sum()}")
+    finally:
+        consumer.close()
+
+
+def produce_dead_letters(dead: pa.Table, bootstrap: str, topic: str, source_topic: str) -> None:
+    """Raw undecodable bytes plus the event ID and the error in headers, as the loader writes."""
+    producer = _producer(bootstrap)
+    ids = dead["event_id"].to_pylist()
+    errors = dead["error"].to_pylist()
+    ts = dead["ts_ms"].to_pylist()
+    produce = producer.produce
+
+    def send(i: int) -> None:
+        headers = [("event_id", ids[i].encode()), ("error", errors[i].encode()),
+                   ("source_topic", source_topic.encode())]
+        produce(topic, b"\x00\x00\x00\x00\x2a\xff\xfe garbled avro", None, timestamp=ts[i],
+                headers=headers)
+
+    _produce_all(producer, send, len(ids))
+
+
+def commit_offsets(bootstrap: str, group: str, topic: str, committed: dict[int, int]) -> None:
+    """Set the consumer group's committed offsets, as the lake loader would have."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    request = ConsumerGroupTopicPartitions(
+        group, [TopicPartition(topic, p, off) for p, off in sorted(committed.items())]
+    )
+    for future in admin.alter_consumer_group_offsets([request]).values():
+        future.result(30)
+
+
+def write_lake(lake: pa.Table, path: Path) -> None:
+    """Hive-partitioned parquet by ingestion hour: dt=YYYY-MM-DD/hour=HH/part-N.parquet."""
+    t = lake["ingested_at"]
+    table = lake.append_column("dt", pc.strftime(t, "%Y-%m-%d")).append_column(
+        "hour", pc.strftime(t, "%H")
+    )
+    ds.write_dataset(
+        table,
+        str(path),
+        format="parquet",
+        partitioning=ds.partitioning(pa.schema([("dt", pa.string()), ("hour", pa.string())]),
+                                     flavor="hive"),
+        existing_data_behavior="delete_matching",
+        basename_template="part-{i}.parquet",
+    )

@@ -1,0 +1,70 @@
+"""What every source adapter shares: its config base and the ledger-building helpers."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import BaseModel, ConfigDict, Field
+
+from recon.model import LEDGER_SCHEMA
+
+
+class Strict(BaseModel):
+    """Config models reject unknown keys and are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Thresholds(Strict):
+    """Loss thresholds: a rate (0.0001 = 0.01 %) and/or an absolute count."""
+
+    loss_rate: float | None = Field(default=None, ge=0, le=1)
+    max_lost: int | None = Field(default=None, ge=0)
+
+
+class SourceConfig(Strict):
+    """Fields common to every stage and dead-letter sink, whatever its source kind."""
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    source: str
+    id: str = "event_id"
+    # Only for stages: per-stage threshold overrides.
+    thresholds: Thresholds | None = None
+    # Only for dead-letter sinks: the stage whose inbound hop this sink accounts for.
+    stage: str | None = None
+
+
+TimeKind = Literal["timestamptz", "timestamp"]
+
+
+def ledger_table(
+    event_id: pa.Array | pa.ChunkedArray,
+    stage_time: pa.Array | pa.ChunkedArray,
+    location: str | pa.Array | pa.ChunkedArray,
+    partition: pa.Array | None = None,
+    offset: pa.Array | None = None,
+) -> pa.Table:
+    """Assemble a table in LEDGER_SCHEMA, casting each column to its canonical type."""
+    n = len(event_id)
+    if isinstance(location, str):
+        location = pa.array([location] * n, pa.string()) if n else pa.array([], pa.string())
+    columns = [
+        pc.cast(event_id, pa.string()),
+        to_utc_timestamp(stage_time),
+        pc.cast(location, pa.string()),
+        partition if partition is not None else pa.nulls(n, pa.int32()),
+        offset if offset is not None else pa.nulls(n, pa.int64()),
+    ]
+    return pa.Table.from_arrays(columns, schema=LEDGER_SCHEMA)
+
+
+def to_utc_timestamp(values: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    """Cast a timestamp column to timestamp[us, UTC]; naive timestamps are taken as UTC."""
+    target = pa.timestamp("us", tz="UTC")
+    typ = values.type
+    if pa.types.is_timestamp(typ) and typ.tz is None:
+        values = pc.cast(values, pa.timestamp(typ.unit))  # same instants, then label as UTC
+        return pc.cast(pc.assume_timezone(values, "UTC"), target)
+    return pc.cast(values, target)

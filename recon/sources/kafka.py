@@ -1,0 +1,370 @@
+"""`kafka` source: the messages of a topic whose record timestamps fall in the range.
+
+The offset range per partition comes from `offsets_for_times` (start and end),
+bounded by the watermarks; that exact range is read with `assign()` and
+explicit offsets. recon never subscribes, never commits, never joins a group.
+The fetch loop is the only per-message Python in recon, and it only copies
+fields out of librdkafka's messages; ID extraction and filtering are columnar.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient
+from pydantic import Field, field_validator
+
+try:  # moved between confluent-kafka releases
+    from confluent_kafka import ConsumerGroupTopicPartitions
+except ImportError:  # pragma: no cover
+    from confluent_kafka.admin import ConsumerGroupTopicPartitions  # type: ignore[no-redef]
+
+from recon.errors import SourceError
+from recon.model import BadRecord, LedgerRead, RetentionGap, Window
+from recon.sources.base import SourceConfig, ledger_table
+from recon.timeutil import epoch_us
+
+KIND = "kafka"
+_BATCH = 50_000
+
+
+class Config(SourceConfig):
+    """A topic; the event ID is the key, `header:NAME`, or `json:field.path` of the value."""
+
+    source: Literal["kafka"]
+    bootstrap: str
+    topic: str
+    id: str = "key"
+    consumer_group: str | None = None
+    # Extra librdkafka settings (security.protocol, sasl.*, ...); ${ENV} for secrets.
+    client: dict[str, str | int | bool] = Field(default_factory=dict)
+    timeout_s: float = Field(default=30, gt=0)
+
+    @field_validator("id")
+    @classmethod
+    def _id_spec(cls, value: str) -> str:
+        if value == "key" or (value.startswith(("header:", "json:")) and value.split(":", 1)[1]):
+            return value
+        raise ValueError("id must be 'key', 'header:NAME' or 'json:field.path'")
+
+
+@dataclass(frozen=True)
+class OffsetRange:
+    """The offsets [start, end) of one partition that hold the time range's records."""
+
+    partition: int
+    start: int
+    end: int
+    low: int
+    high: int
+
+
+def describe(cfg: Config) -> str:
+    """Where this source reads from."""
+    return f"kafka topic {cfg.topic} @ {cfg.bootstrap}"
+
+
+def client_conf(cfg: Config) -> dict[str, Any]:
+    """librdkafka settings shared by recon's consumers and admin clients."""
+    return {"bootstrap.servers": cfg.bootstrap, **cfg.client}
+
+
+def _consumer(cfg: Config) -> Consumer:
+    return Consumer(
+        {
+            **client_conf(cfg),
+            # librdkafka insists on a group id; it is never joined nor committed to.
+            "group.id": f"recon-reader-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "enable.partition.eof": True,
+            # An offset that vanished under us must fail, never silently jump.
+            "auto.offset.reset": "error",
+            "fetch.max.bytes": 64 << 20,
+            "max.partition.fetch.bytes": 16 << 20,
+            "queued.max.messages.kbytes": 512 << 10,
+        }
+    )
+
+
+def _ceil_ms(value: Any) -> int:
+    return -(-epoch_us(value) // 1000)
+
+
+def partitions(consumer: Consumer, cfg: Config) -> list[int]:
+    """The topic's partition ids; an absent topic is an error, not an empty ledger."""
+    meta = consumer.list_topics(cfg.topic, timeout=cfg.timeout_s)
+    topic = meta.topics.get(cfg.topic)
+    if topic is None or topic.error is not None:
+        reason = topic.error if topic is not None else "no such topic"
+        raise SourceError(f"{describe(cfg)}: {reason}")
+    return sorted(topic.partitions)
+
+
+def offset_ranges(consumer: Consumer, cfg: Config, window: Window) -> list[OffsetRange]:
+    """Per partition, the offsets whose records have timestamps in `window`."""
+    parts = partitions(consumer, cfg)
+    # Kafka timestamps are whole ms: ts >= start  <=>  ts_ms >= ceil(start in ms).
+    starts = consumer.offsets_for_times(
+        [TopicPartition(cfg.topic, p, _ceil_ms(window.start)) for p in parts], cfg.timeout_s
+    )
+    ends = consumer.offsets_for_times(
+        [TopicPartition(cfg.topic, p, _ceil_ms(window.end)) for p in parts], cfg.timeout_s
+    )
+    ranges = []
+    for p, s, e in zip(parts, starts, ends, strict=True):
+        for tp in (s, e):
+            if tp.error is not None:
+                raise SourceError(f"{describe(cfg)}: partition {p}: {tp.error}")
+        low, high = consumer.get_watermark_offsets(
+            TopicPartition(cfg.topic, p), timeout=cfg.timeout_s, cached=False
+        )
+        # -1: no record at or after the timestamp, i.e. the range runs to the end.
+        start = high if s.offset < 0 else s.offset
+        end = high if e.offset < 0 else e.offset
+        ranges.append(OffsetRange(p, max(start, low), max(end, low), low, high))
+    return ranges
+
+
+def read(cfg: Config, window: Window) -> LedgerRead:
+    """Messages of the topic with record timestamps in `window`, by partition and offset."""
+    consumer = _consumer(cfg)
+    try:
+        ranges = offset_ranges(consumer, cfg, window)
+        fetched = _fetch(consumer, cfg, ranges)
+    except KafkaException as exc:
+        raise SourceError(f"{describe(cfg)}: {exc.args[0]}") from exc
+    finally:
+        consumer.close()
+    table, bad = _extract_ids(cfg, fetched)
+    gaps = _retention_gaps(cfg, ranges, fetched, window)
+    committed = committed_offsets(cfg, [r.partition for r in ranges]) if cfg.consumer_group else None
+    return LedgerRead(describe(cfg), table, bad, gaps, committed)
+
+
+def _fetch(consumer: Consumer, cfg: Config, ranges: list[OffsetRange]) -> pa.Table:
+    """Read exactly [start, end) of every partition; columns partition/offset/ts_ms/raw."""
+    todo = {r.partition: r.end for r in ranges if r.start < r.end}
+    batches: list[pa.RecordBatch] = []
+    if not todo:
+        return _raw_batch([], [], [], [])
+    consumer.assign([TopicPartition(cfg.topic, r.partition, r.start) for r in ranges
+                     if r.partition in todo])
+    ends = np.full(max(todo) + 1, -1, dtype=np.int64)
+    for p, end in todo.items():
+        ends[p] = end
+    pick = _picker(cfg.id)
+    last_progress = time.monotonic()
+    while todo:
+        msgs = consumer.consume(num_messages=_BATCH, timeout=0.5)
+        if not msgs:
+            if time.monotonic() - last_progress > cfg.timeout_s:
+                raise SourceError(
+                    f"{describe(cfg)}: no progress for {cfg.timeout_s:g}s reading partitions "
+                    f"{sorted(todo)} (last offsets wanted: {todo})"
+                )
+            continue
+        last_progress = time.monotonic()
+        errors = [m for m in msgs if m.error() is not None]
+        if errors:
+            msgs = [m for m in msgs if m.error() is None]
+            for m in errors:
+                _on_error(consumer, cfg, m, todo)
+        if not msgs:
+            continue
+        batch = _raw_batch(
+            [m.partition() for m in msgs],
+            [m.offset() for m in msgs],
+            [m.timestamp()[1] for m in msgs],
+            [pick(m) for m in msgs],
+        )
+        batch, done = _clip(batch, ends, todo)
+        batches.append(batch)
+        _finish(consumer, cfg, done, todo)
+    return pa.Table.from_batches(batches) if batches else _raw_batch([], [], [], [])
+
+
+def _raw_batch(part: list, off: list, ts: list, raw: list) -> pa.RecordBatch:
+    return pa.RecordBatch.from_arrays(
+        [pa.array(part, pa.int32()), pa.array(off, pa.int64()),
+         pa.array(ts, pa.int64()), pa.array(raw, pa.binary())],
+        names=["partition", "offset", "ts_ms", "raw"],
+    )
+
+
+def _clip(batch: pa.RecordBatch, ends: np.ndarray, todo: dict[int, int]
+          ) -> tuple[pa.RecordBatch, list[int]]:
+    """Drop records at or past their partition's end offset; say which partitions are done."""
+    part = batch.column(0).to_numpy()
+    off = batch.column(1).to_numpy()
+    end = ends[part]
+    keep = off < end
+    reached = part[off >= end - 1]
+    done = sorted(set(np.unique(reached).tolist()) & todo.keys())
+    if not keep.all():
+        batch = batch.filter(pa.array(keep))
+    return batch, done
+
+
+def _finish(consumer: Consumer, cfg: Config, done: list[int], todo: dict[int, int]) -> None:
+    if done:
+        consumer.incremental_unassign([TopicPartition(cfg.topic, p) for p in done])
+        for p in done:
+            todo.pop(p, None)
+
+
+def _on_error(consumer: Consumer, cfg: Config, msg: Any, todo: dict[int, int]) -> None:
+    err = msg.error()
+    if err.code() == KafkaError._PARTITION_EOF:
+        # The end of the log: nothing more can come for this partition. An end
+        # offset that is a transaction marker never arrives as a message.
+        if msg.partition() in todo and msg.offset() >= todo[msg.partition()]:
+            _finish(consumer, cfg, [msg.partition()], todo)
+        return
+    raise SourceError(f"{describe(cfg)}: partition {msg.partition()}: {err.str()}")
+
+
+def _picker(id_spec: str) -> Any:
+    """The per-message accessor of the bytes that hold the event ID."""
+    if id_spec == "key":
+        return lambda m: m.key()
+    if id_spec.startswith("header:"):
+        name = id_spec.split(":", 1)[1]
+
+        def header(m: Any) -> bytes | None:
+            for key, value in m.headers() or ():
+                if key == name:
+                    return value
+            return None
+
+        return header
+    return lambda m: m.value()
+
+
+def _extract_ids(cfg: Config, raw: pa.Table) -> tuple[pa.Table, list[BadRecord]]:
+    """Turn raw bytes into event IDs; every record without a usable ID is a BadRecord."""
+    if cfg.id.startswith("json:"):
+        ids, reasons = _json_ids(raw["raw"], cfg.id.split(":", 1)[1])
+    else:
+        ids, reasons = _text_ids(raw["raw"], "key" if cfg.id == "key" else cfg.id)
+    bad_mask = pc.is_null(ids)
+    bad: list[BadRecord] = []
+    if pc.any(bad_mask).as_py():
+        rows = raw.select(["partition", "offset"]).append_column("reason", reasons).filter(bad_mask)
+        bad = [
+            BadRecord(f"{cfg.topic}[{p}]@{o}", r)
+            for p, o, r in zip(*(rows[c].to_pylist() for c in rows.column_names), strict=True)
+        ]
+        keep = pc.invert(bad_mask)
+        raw, ids = raw.filter(keep), ids.filter(keep)
+    stage_time = pc.cast(pc.multiply(raw["ts_ms"], 1000), pa.timestamp("us", tz="UTC"))
+    table = ledger_table(ids, stage_time, cfg.topic, raw["partition"], raw["offset"])
+    return table, bad
+
+
+def _text_ids(raw: pa.ChunkedArray, what: str) -> tuple[pa.ChunkedArray, pa.ChunkedArray]:
+    con = duckdb.connect()
+    con.register("raw", pa.table({"raw": raw}))
+    # Invalid UTF-8 and empty IDs are unusable, like a missing key or header.
+    result = con.sql(
+        f"""
+        SELECT CASE WHEN raw IS NULL OR octet_length(raw) = 0 OR NOT utf8_ok THEN NULL
+                    ELSE decode(raw) END AS id,
+               CASE WHEN raw IS NULL THEN 'no {what}'
+                    WHEN octet_length(raw) = 0 THEN 'empty {what}'
+                    WHEN NOT utf8_ok THEN '{what} is not valid UTF-8' END AS reason
+        FROM (SELECT raw, try(decode(raw)) IS NOT NULL AS utf8_ok FROM raw)
+        """
+    ).to_arrow_table()
+    return result["id"], result["reason"]
+
+
+def _json_ids(raw: pa.ChunkedArray, path: str) -> tuple[pa.ChunkedArray, pa.ChunkedArray]:
+    con = duckdb.connect()
+    con.register("raw", pa.table({"raw": raw}))
+    json_path = "$." + path
+    result = con.execute(
+        """
+        WITH t AS (
+          SELECT raw, try(decode(raw)) AS txt FROM raw
+        ), j AS (
+          SELECT raw, txt, txt IS NOT NULL AND json_valid(txt) AS ok FROM t
+        ), v AS (
+          SELECT raw, ok, CASE WHEN ok THEN json_extract(txt, $path) END AS node FROM j
+        )
+        SELECT CASE WHEN ok AND node IS NOT NULL AND json_type(node) IN ('VARCHAR', 'BIGINT',
+                    'UBIGINT') AND length(json_extract_string(node, '$')) > 0
+                    THEN json_extract_string(node, '$') END AS id,
+               CASE WHEN raw IS NULL THEN 'no value'
+                    WHEN NOT ok THEN 'value is not valid JSON'
+                    WHEN node IS NULL OR json_type(node) = 'NULL' THEN 'no field ' || $name
+                    WHEN json_type(node) NOT IN ('VARCHAR', 'BIGINT', 'UBIGINT')
+                      THEN 'field ' || $name || ' is a ' || json_type(node)
+                    WHEN length(json_extract_string(node, '$')) = 0
+                      THEN 'field ' || $name || ' is empty' END AS reason
+        FROM v
+        """,
+        {"path": json_path, "name": path},
+    ).to_arrow_table()
+    return result["id"], result["reason"]
+
+
+def _retention_gaps(
+    cfg: Config, ranges: list[OffsetRange], fetched: pa.Table, window: Window
+) -> list[RetentionGap]:
+    """Partitions where records of the range may already have been deleted.
+
+    offsets_for_times only sees records that still exist: when it lands on the
+    low watermark of a partition that has lost records (low > 0), the deleted
+    ones may have belonged to the range and nothing can tell which they were.
+    """
+    gaps = []
+    for r in ranges:
+        if r.low == 0 or r.start > r.low:
+            continue
+        first = fetched.filter(pc.and_(pc.equal(fetched["partition"], r.partition),
+                                       pc.equal(fetched["offset"], r.low)))
+        until = window.end
+        if first.num_rows:
+            until = min(until, _ms_to_dt(first["ts_ms"][0].as_py()))
+        gaps.append(RetentionGap(cfg.topic, r.partition, r.low, until))
+    return gaps
+
+
+def _ms_to_dt(ms: int) -> Any:
+    return pa.scalar(ms * 1000, pa.timestamp("us", tz="UTC")).as_py()
+
+
+def committed_offsets(cfg: Config, parts: list[int]) -> dict[int, int]:
+    """The consumer group's committed offset per partition (0 where it has none).
+
+    Read with the admin API, so recon never joins the production group. A group
+    with no committed offset at all for the topic is a configuration error:
+    treating it as "nothing consumed yet" would turn every loss into "pending".
+    """
+    admin = AdminClient(client_conf(cfg))
+    request = ConsumerGroupTopicPartitions(
+        cfg.consumer_group, [TopicPartition(cfg.topic, p) for p in parts]
+    )
+    try:
+        futures = admin.list_consumer_group_offsets([request], request_timeout=cfg.timeout_s)
+        result = next(iter(futures.values())).result(timeout=cfg.timeout_s)
+    except KafkaException as exc:
+        raise SourceError(
+            f"{describe(cfg)}: committed offsets of group {cfg.consumer_group}: {exc.args[0]}"
+        ) from exc
+    committed = {tp.partition: tp.offset for tp in result.topic_partitions}
+    if parts and all(off < 0 for off in committed.values()):
+        raise SourceError(
+            f"{describe(cfg)}: consumer group {cfg.consumer_group!r} has no committed offsets "
+            f"for topic {cfg.topic} (wrong group name?)"
+        )
+    return {p: max(committed.get(p, 0), 0) for p in parts}

@@ -1,0 +1,153 @@
+#!/usr/bin/env bash
+# Starts the real servers recon's tests and demo talk to, on loopback:
+#   PostgreSQL (Debian's package, our own cluster) and Apache Kafka (KRaft,
+#   one combined broker+controller, assembled from Maven Central jars).
+# Usage: scripts/services.sh up|status|down
+# Idempotent: `up` twice leaves running servers alone. Fails loudly with the
+# server's log tail when one does not come up.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+STATE=${RECON_SERVICES_DIR:-/var/tmp/recon-services}
+CACHE=${RECON_CACHE_DIR:-$HOME/.cache/recon}
+PG_PORT=${RECON_PG_PORT:-5432}
+KAFKA_PORT=${RECON_KAFKA_PORT:-9092}
+CONTROLLER_PORT=${RECON_KAFKA_CONTROLLER_PORT:-9093}
+KAFKA_VERSION=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$HERE/kafka/pom.xml")
+JARS=$CACHE/kafka-$KAFKA_VERSION/jars
+
+log() { printf '[services] %s\n' "$*"; }
+die() { printf '[services] ERROR: %s\n' "$*" >&2; exit 1; }
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+wait_port() { # port seconds logfile name
+  local i
+  for ((i = 0; i < $2 * 4; i++)); do
+    port_open "$1" && return 0
+    sleep 0.25
+  done
+  echo "---- last lines of $3 ----" >&2
+  tail -n 60 "$3" >&2 || true
+  die "$4 did not accept connections on 127.0.0.1:$1 within $2 s"
+}
+
+pg_bin() {
+  local v
+  v=$(ls /usr/lib/postgresql 2>/dev/null | sort -V | tail -n 1)
+  [ -n "$v" ] && echo "/usr/lib/postgresql/$v/bin"
+}
+
+pg_install() {
+  if [ -z "$(pg_bin)" ] || [ ! -x "$(pg_bin)/initdb" ]; then
+    log "installing PostgreSQL from Debian's packages"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq postgresql >/dev/null
+  fi
+}
+
+pg_up() {
+  pg_install
+  local bin data logf
+  bin=$(pg_bin)
+  data=$STATE/pg/data
+  logf=$STATE/pg/postgres.log
+  mkdir -p "$STATE/pg"
+  chown postgres "$STATE/pg"
+  if port_open "$PG_PORT"; then
+    log "PostgreSQL already listening on 127.0.0.1:$PG_PORT"
+  else
+    if [ ! -f "$data/PG_VERSION" ]; then
+      su postgres -c "$bin/initdb -D '$data' -U postgres -A trust -E UTF8 --locale=C.UTF-8" >/dev/null
+    fi
+    su postgres -c "$bin/pg_ctl -D '$data' -l '$logf' -w -t 60 \
+      -o \"-c listen_addresses=127.0.0.1 -p $PG_PORT -k /tmp -c fsync=off \
+          -c synchronous_commit=off -c full_page_writes=off -c max_connections=200 \
+          -c shared_buffers=256MB\" start" >/dev/null \
+      || { tail -n 60 "$logf" >&2; die "PostgreSQL did not start"; }
+    wait_port "$PG_PORT" 60 "$logf" PostgreSQL
+  fi
+  local psql=("$bin/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -v ON_ERROR_STOP=1 -qAt)
+  if [ "$("${psql[@]}" -c "select 1 from pg_roles where rolname='recon'")" != 1 ]; then
+    "${psql[@]}" -c "create role recon login superuser"
+  fi
+  if [ "$("${psql[@]}" -c "select 1 from pg_database where datname='recon'")" != 1 ]; then
+    "${psql[@]}" -c "create database recon owner recon"
+  fi
+  log "PostgreSQL $("${psql[@]}" -c 'show server_version') on 127.0.0.1:$PG_PORT (role recon, database recon)"
+}
+
+pg_down() {
+  local bin
+  bin=$(pg_bin) || true
+  if [ -n "$bin" ] && [ -f "$STATE/pg/data/postmaster.pid" ]; then
+    su postgres -c "$bin/pg_ctl -D '$STATE/pg/data' -m fast -w stop" >/dev/null || true
+    log "PostgreSQL stopped"
+  fi
+}
+
+kafka_jars() {
+  if [ ! -f "$JARS/.complete" ]; then
+    command -v mvn >/dev/null || die "Maven (mvn) is needed to fetch the Kafka jars"
+    log "fetching Apache Kafka $KAFKA_VERSION jars from Maven Central into $JARS"
+    rm -rf "$JARS"
+    mkdir -p "$JARS"
+    mvn -q -B -f "$HERE/kafka/pom.xml" dependency:copy-dependencies \
+      -DincludeScope=runtime -DoutputDirectory="$JARS" \
+      || die "mvn could not fetch the Kafka jars"
+    touch "$JARS/.complete"
+  fi
+}
+
+kafka_up() {
+  local dir=$STATE/kafka
+  if port_open "$KAFKA_PORT"; then
+    log "Kafka already listening on 127.0.0.1:$KAFKA_PORT"
+    return 0
+  fi
+  kafka_jars
+  # A fresh data directory per start: tests plant topics with fixed names.
+  rm -rf "$dir"
+  mkdir -p "$dir/data"
+  sed -e "s#@DATA@#$dir/data#" -e "s#@PORT@#$KAFKA_PORT#g" \
+      -e "s#@CPORT@#$CONTROLLER_PORT#g" "$HERE/kafka/server.properties" >"$dir/server.properties"
+  local java_opts=(-Xms512m -Xmx1g -XX:+UseG1GC -Djava.awt.headless=true
+    "-Dlog4j2.configurationFile=$HERE/kafka/log4j2.properties" "-Dkafka.logs.dir=$dir")
+  java "${java_opts[@]}" -cp "$JARS/*" kafka.tools.StorageTool format --standalone \
+    -t "$(java -cp "$JARS/*" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n 1)" \
+    -c "$dir/server.properties" >"$dir/format.log" 2>&1 \
+    || { cat "$dir/format.log" >&2; die "Kafka storage format failed"; }
+  nohup java "${java_opts[@]}" -cp "$JARS/*" kafka.Kafka "$dir/server.properties" \
+    >"$dir/kafka.out" 2>&1 &
+  echo $! >"$dir/kafka.pid"
+  wait_port "$KAFKA_PORT" 90 "$dir/kafka.out" Kafka
+  log "Kafka $KAFKA_VERSION (KRaft) on 127.0.0.1:$KAFKA_PORT, data in $dir/data"
+}
+
+kafka_down() {
+  local pidf=$STATE/kafka/kafka.pid
+  if [ -f "$pidf" ] && kill -0 "$(cat "$pidf")" 2>/dev/null; then
+    kill "$(cat "$pidf")"
+    for _ in $(seq 1 60); do kill -0 "$(cat "$pidf")" 2>/dev/null || break; sleep 0.5; done
+    kill -9 "$(cat "$pidf")" 2>/dev/null || true
+    log "Kafka stopped"
+  fi
+  rm -f "$pidf"
+}
+
+status() {
+  local rc=0
+  if port_open "$PG_PORT"; then log "PostgreSQL: up on 127.0.0.1:$PG_PORT"; else log "PostgreSQL: down"; rc=1; fi
+  if port_open "$KAFKA_PORT"; then log "Kafka: up on 127.0.0.1:$KAFKA_PORT"; else log "Kafka: down"; rc=1; fi
+  return $rc
+}
+
+case "${1:-}" in
+  up) pg_up; kafka_up ;;
+  down) kafka_down; pg_down ;;
+  status) status ;;
+  kafka-up) kafka_up ;;
+  kafka-down) kafka_down ;;
+  *) echo "usage: $0 up|status|down" >&2; exit 2 ;;
+esac
