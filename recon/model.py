@@ -144,11 +144,59 @@ class StageMetrics:
 
     @property
     def loss_rate(self) -> float:
-        """lost / upstream; 0 when nothing went in."""
+        """Lost / upstream; 0 when nothing went in."""
         return self.lost / self.upstream if self.upstream else 0.0
 
     def as_dict(self) -> dict[str, object]:
         """The JSON report's shape for a stage entry."""
         counters = {name: getattr(self, name) for name in COUNTERS}
-        return {"stage": self.stage, **counters, "loss_rate": self.loss_rate,
-                "latency_ms": dict(self.latency_ms), "breach": self.breach}
+        return {
+            "stage": self.stage,
+            **counters,
+            "loss_rate": self.loss_rate,
+            "latency_ms": dict(self.latency_ms),
+            "breach": self.breach,
+        }
+
+
+@dataclass
+class ExpectationOutcome:
+    """One expectation's verdict on one stage of one window."""
+
+    stage: str
+    expectation: str
+    column: str
+    threshold: float
+    observed: float | None
+    success: bool
+
+
+@dataclass
+class WindowResult:
+    """Everything recon concluded about one window; `error` set means no numbers."""
+
+    pipeline: str
+    window: Window
+    status: str  # ok | breach | incomplete | error
+    events: int | None = None
+    stages: list[StageMetrics] = field(default_factory=list)
+    end_to_end: StageMetrics | None = None
+    missing: pa.Table | None = None
+    notes: list[str] = field(default_factory=list)  # unreadable rows, retention gaps
+    expectations: list[ExpectationOutcome] = field(default_factory=list)
+    error: str | None = None
+    run_id: str | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        """The JSON report's shape for one window (DESIGN.md contract)."""
+        return {
+            "start": iso(self.window.start),
+            "end": iso(self.window.end),
+            "status": self.status,
+            "events": self.events,
+            "stages": [s.as_dict() for s in self.stages],
+            "end_to_end": self.end_to_end.as_dict() if self.end_to_end else None,
+            "run_id": self.run_id,
+            "error": self.error,
+            "notes": list(self.notes),
+        }

@@ -56,24 +56,32 @@ class Computed:
 
 
 def compute(window: Window, stages: list[StageInput]) -> Computed:
-    """Reconcile one window. `stages[0]` is the origin, read over [start - grace, end + skew);
-    the others over [start - skew, end + grace)."""
+    """Reconcile one window.
+
+    `stages[0]` is the origin, read over [start - grace, end + skew); the others
+    over [start - skew, end + grace).
+    """
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
     for i, stage in enumerate(stages):
         con.register(f"s{i}", stage.ledger.table)
         dead = [d.table for d in stage.dead_letters]
-        con.register(f"d{i}", pa.concat_tables(dead) if dead else stages[0].ledger.table.slice(0, 0))
+        con.register(
+            f"d{i}", pa.concat_tables(dead) if dead else stages[0].ledger.table.slice(0, 0)
+        )
         if stage.ledger.committed is not None:
-            committed = pa.table({"partition": pa.array(list(stage.ledger.committed), pa.int32()),
-                                  "committed": pa.array(list(stage.ledger.committed.values()),
-                                                        pa.int64())})
+            committed = pa.table(
+                {
+                    "partition": pa.array(list(stage.ledger.committed), pa.int32()),
+                    "committed": pa.array(list(stage.ledger.committed.values()), pa.int64()),
+                }
+            )
             con.register(f"c{i}", committed)
     params = {"start": window.start, "end": window.end}
     cohort_sql, trace_sql = _trace_sql(stages)
     con.execute(cohort_sql, params)
     con.execute(trace_sql)
-    events = con.execute("SELECT count(*) FROM trace").fetchone()[0]  # type: ignore[index]
+    events = con.execute("SELECT count(*) FROM trace").fetchall()[0][0]  # type: ignore[index]
     metrics = [_origin_metrics(con, stages[0], params)]
     for i in range(1, len(stages)):
         metrics.append(_hop_metrics(con, stages, i, params))
@@ -87,8 +95,11 @@ def _horizon(stage: StageInput) -> datetime | None:
 
 
 def _aggregate(i: int, stage: StageInput, source: str) -> str:
-    """Per cohort event: first time, rows, first place and (if a consumer group is set)
-    whether any of its copies is at or beyond the group's committed offset."""
+    """Per cohort event at stage i: first time, rows, first place, and whether in flight.
+
+    In flight: a consumer group is set and one of the event's copies is at or
+    beyond the group's committed offset.
+    """
     inflight = "FALSE"
     join = ""
     if stage.ledger.committed is not None:
@@ -107,12 +118,16 @@ def _trace_sql(stages: list[StageInput]) -> tuple[str, str]:
     n = len(stages)
     cols, joins = [], []
     for i in range(1, n):
-        cols.append(f"a{i}.t AS t{i}, coalesce(a{i}.n, 0) AS n{i}, a{i}.loc AS loc{i}, "
-                    f"coalesce(a{i}.inflight, FALSE) AS f{i}, x{i}.event_id IS NOT NULL AS dl{i}")
-        joins.append(f"LEFT JOIN ({_aggregate(i, stages[i], 'cohort')}) a{i} "
-                     f"ON a{i}.event_id = cohort.event_id "
-                     f"LEFT JOIN (SELECT DISTINCT event_id FROM d{i}) x{i} "
-                     f"ON x{i}.event_id = cohort.event_id")
+        cols.append(
+            f"a{i}.t AS t{i}, coalesce(a{i}.n, 0) AS n{i}, a{i}.loc AS loc{i}, "
+            f"coalesce(a{i}.inflight, FALSE) AS f{i}, x{i}.event_id IS NOT NULL AS dl{i}"
+        )
+        joins.append(
+            f"LEFT JOIN ({_aggregate(i, stages[i], 'cohort')}) a{i} "
+            f"ON a{i}.event_id = cohort.event_id "
+            f"LEFT JOIN (SELECT DISTINCT event_id FROM d{i}) x{i} "
+            f"ON x{i}.event_id = cohort.event_id"
+        )
     passed = [f"t{j} IS NOT NULL" for j in range(n)]
     passed[0] = "TRUE"
     passed_expr = {i: " OR ".join(passed[i:]) for i in range(1, n)}
@@ -120,8 +135,11 @@ def _trace_sql(stages: list[StageInput]) -> tuple[str, str]:
     outcome_cases = []
     for i in range(1, n):
         horizon = _horizon(stages[i])
-        unverifiable = (f"WHEN origin_time < TIMESTAMPTZ '{horizon.isoformat()}' "
-                        "THEN 'unverifiable'") if horizon else ""
+        unverifiable = (
+            (f"WHEN origin_time < TIMESTAMPTZ '{horizon.isoformat()}' THEN 'unverifiable'")
+            if horizon
+            else ""
+        )
         outcome_cases.append(
             f"WHEN hop = {i} THEN CASE WHEN dl{i} THEN 'dead_lettered' "
             f"WHEN f{i - 1} THEN 'pending' {unverifiable} ELSE 'lost' END"
@@ -131,8 +149,11 @@ def _trace_sql(stages: list[StageInput]) -> tuple[str, str]:
     CREATE TEMP TABLE cohort AS
       SELECT s.event_id, min(s.stage_time) AS origin_time,
              arg_min({_LOCATION}, s.stage_time) AS loc0, {_origin_inflight(stages[0])} AS f0
-      FROM s0 s {"LEFT JOIN c0 c ON c.partition = s.partition" if stages[0].ledger.committed
-                 is not None else ""}
+      FROM s0 s {
+        "LEFT JOIN c0 c ON c.partition = s.partition"
+        if stages[0].ledger.committed is not None
+        else ""
+    }
       GROUP BY s.event_id
       HAVING min(s.stage_time) >= $start AND min(s.stage_time) < $end
     """
@@ -153,20 +174,28 @@ def _origin_inflight(origin: StageInput) -> str:
     return 'bool_or(s."offset" >= coalesce(c.committed, 0))'
 
 
-def _origin_metrics(con: duckdb.DuckDBPyConnection, origin: StageInput,
-                    params: dict[str, datetime]) -> StageMetrics:
+def _origin_metrics(
+    con: duckdb.DuckDBPyConnection, origin: StageInput, params: dict[str, datetime]
+) -> StageMetrics:
     # Webhook retries: rows in the window minus distinct IDs in the window.
     rows, distinct = con.execute(
         "SELECT count(*), count(DISTINCT event_id) FROM s0 "
-        "WHERE stage_time >= $start AND stage_time < $end", params
-    ).fetchone()  # type: ignore[misc]
-    events = con.execute("SELECT count(*) FROM trace").fetchone()[0]  # type: ignore[index]
-    return StageMetrics(origin.name, upstream=events, arrived=events, duplicates=rows - distinct,
-                        unreadable=origin.ledger.unreadable)
+        "WHERE stage_time >= $start AND stage_time < $end",
+        params,
+    ).fetchall()[0]  # type: ignore[misc]
+    events = con.execute("SELECT count(*) FROM trace").fetchall()[0][0]  # type: ignore[index]
+    return StageMetrics(
+        origin.name,
+        upstream=events,
+        arrived=events,
+        duplicates=rows - distinct,
+        unreadable=origin.ledger.unreadable,
+    )
 
 
-def _hop_metrics(con: duckdb.DuckDBPyConnection, stages: list[StageInput], i: int,
-                 params: dict[str, datetime]) -> StageMetrics:
+def _hop_metrics(
+    con: duckdb.DuckDBPyConnection, stages: list[StageInput], i: int, params: dict[str, datetime]
+) -> StageMetrics:
     latency = f"(epoch_us(t{i}) - epoch_us(origin_time)) / 1000.0"
     row = con.execute(
         f"""
@@ -182,7 +211,7 @@ def _hop_metrics(con: duckdb.DuckDBPyConnection, stages: list[StageInput], i: in
         FROM trace
         """,
         {"end": params["end"]},
-    ).fetchone()
+    ).fetchall()[0]
     assert row is not None
     up, arrived, lost, dead, pending, unverifiable, late, dups, quantiles, worst = row
     orphans = con.execute(
@@ -192,12 +221,19 @@ def _hop_metrics(con: duckdb.DuckDBPyConnection, stages: list[StageInput], i: in
           AND NOT EXISTS (SELECT 1 FROM s0 o WHERE o.event_id = s.event_id)
         """,
         params,
-    ).fetchone()[0]  # type: ignore[index]
+    ).fetchall()[0][0]  # type: ignore[index]
     stage = stages[i]
     p50, p95, p99 = quantiles or (None, None, None)
     return StageMetrics(
-        stage.name, upstream=up, arrived=arrived, lost=lost, dead_lettered=dead,
-        pending=pending, unverifiable=unverifiable, late=late, duplicates=int(dups),
+        stage.name,
+        upstream=up,
+        arrived=arrived,
+        lost=lost,
+        dead_lettered=dead,
+        pending=pending,
+        unverifiable=unverifiable,
+        late=late,
+        duplicates=int(dups),
         orphans=orphans,
         unreadable=stage.ledger.unreadable + sum(d.unreadable for d in stage.dead_letters),
         latency_ms={"p50": p50, "p95": p95, "p99": p99, "max": worst},
@@ -237,4 +273,3 @@ def _missing_sql(stages: list[StageInput]) -> str:
              CASE hop {last_loc} END AS last_location
       FROM trace WHERE hop IS NOT NULL ORDER BY hop, event_id
     """
-

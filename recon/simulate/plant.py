@@ -75,16 +75,40 @@ def pipeline_config(t: Targets, **overrides: Any) -> dict[str, Any]:
         "window": {"size": "1h", "grace": "30m", "settle": "2h", "skew": "1m"},
         "thresholds": {"loss_rate": 0.0001},
         "stages": [
-            {"name": "webhook", "source": "sql", "url": t.pg_url, "table": t.receipts_table,
-             "id": "event_id", "time": "received_at"},
-            {"name": "kafka", "source": "kafka", "bootstrap": t.bootstrap, "topic": t.topic,
-             "id": "key", "consumer_group": t.group},
-            {"name": "lake", "source": "parquet", "path": str(t.lake_path),
-             "partitioning": "hive", "id": "event_id", "time": "ingested_at"},
+            {
+                "name": "webhook",
+                "source": "sql",
+                "url": t.pg_url,
+                "table": t.receipts_table,
+                "id": "event_id",
+                "time": "received_at",
+            },
+            {
+                "name": "kafka",
+                "source": "kafka",
+                "bootstrap": t.bootstrap,
+                "topic": t.topic,
+                "id": "key",
+                "consumer_group": t.group,
+            },
+            {
+                "name": "lake",
+                "source": "parquet",
+                "path": str(t.lake_path),
+                "partitioning": "hive",
+                "id": "event_id",
+                "time": "ingested_at",
+            },
         ],
         "dead_letters": [
-            {"name": "dlq", "stage": "lake", "source": "kafka", "bootstrap": t.bootstrap,
-             "topic": t.dead_letter_topic, "id": "header:event_id"},
+            {
+                "name": "dlq",
+                "stage": "lake",
+                "source": "kafka",
+                "bootstrap": t.bootstrap,
+                "topic": t.dead_letter_topic,
+                "id": "header:event_id",
+            },
         ],
     }
     config.update(overrides)
@@ -98,11 +122,15 @@ def write_receipts(receipts: pa.Table, pg_url: str, table: str) -> None:
     with psycopg.connect(conninfo(pg_url)) as conn, conn.cursor() as cur:
         ident = psycopg.sql.Identifier(table)
         cur.execute(psycopg.sql.SQL("DROP TABLE IF EXISTS {}").format(ident))
-        cur.execute(psycopg.sql.SQL(
-            "CREATE TABLE {} (event_id text, received_at timestamptz NOT NULL, "
-            "payload jsonb DEFAULT '{{}}')").format(ident))
-        with cur.copy(psycopg.sql.SQL("COPY {} (event_id, received_at) FROM STDIN (FORMAT csv)"
-                                      ).format(ident)) as copy:
+        cur.execute(
+            psycopg.sql.SQL(
+                "CREATE TABLE {} (event_id text, received_at timestamptz NOT NULL, "
+                "payload jsonb DEFAULT '{{}}')"
+            ).format(ident)
+        )
+        with cur.copy(
+            psycopg.sql.SQL("COPY {} (event_id, received_at) FROM STDIN (FORMAT csv)").format(ident)
+        ) as copy:
             copy.write(buffer.getvalue())
         cur.execute(psycopg.sql.SQL("CREATE INDEX ON {} (received_at)").format(ident))
 
@@ -125,15 +153,17 @@ def create_topic(bootstrap: str, topic: str, partitions: int) -> None:
 
 
 def _producer(bootstrap: str) -> Producer:
-    return Producer({
-        "bootstrap.servers": bootstrap,
-        "enable.idempotence": True,  # keeps per-partition order, so offsets are predictable
-        "linger.ms": 20,
-        "batch.size": 1 << 20,
-        "compression.type": "lz4",
-        "queue.buffering.max.messages": 2_000_000,
-        "queue.buffering.max.kbytes": 1 << 21,
-    })
+    return Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "enable.idempotence": True,  # keeps per-partition order, so offsets are predictable
+            "linger.ms": 20,
+            "batch.size": 1 << 20,
+            "compression.type": "lz4",
+            "queue.buffering.max.messages": 2_000_000,
+            "queue.buffering.max.kbytes": 1 << 21,
+        }
+    )
 
 
 def _produce_all(producer: Producer, send: Any, n: int) -> None:
@@ -158,8 +188,11 @@ def produce_events(kafka: pa.Table, bootstrap: str, topic: str) -> None:
     part = kafka["partition"].to_pylist()
     ts = kafka["ts_ms"].to_pylist()
     produce = producer.produce
-    _produce_all(producer, lambda i: produce(topic, values[i], keys[i], partition=part[i],
-                                             timestamp=ts[i]), len(ids))
+    _produce_all(
+        producer,
+        lambda i: produce(topic, values[i], keys[i], partition=part[i], timestamp=ts[i]),
+        len(ids),
+    )
     _check_offsets(bootstrap, topic, kafka)
 
 
@@ -173,7 +206,9 @@ def _check_offsets(bootstrap: str, topic: str, kafka: pa.Table) -> None:
         for p in np.unique(parts):
             _, high = consumer.get_watermark_offsets(TopicPartition(topic, int(p)), timeout=30)
             if high != int((parts == p).sum()):
-                raise RuntimeError(f"{topic}[{p}] has {high} messages, planned {(parts == p).sum()}")
+                raise RuntimeError(
+                    f"{topic}[{p}] has {high} messages, planned {(parts == p).sum()}"
+                )
     finally:
         consumer.close()
 
@@ -187,10 +222,18 @@ def produce_dead_letters(dead: pa.Table, bootstrap: str, topic: str, source_topi
     produce = producer.produce
 
     def send(i: int) -> None:
-        headers = [("event_id", ids[i].encode()), ("error", errors[i].encode()),
-                   ("source_topic", source_topic.encode())]
-        produce(topic, b"\x00\x00\x00\x00\x2a\xff\xfe garbled avro", None, timestamp=ts[i],
-                headers=headers)
+        headers = [
+            ("event_id", ids[i].encode()),
+            ("error", errors[i].encode()),
+            ("source_topic", source_topic.encode()),
+        ]
+        produce(
+            topic,
+            b"\x00\x00\x00\x00\x2a\xff\xfe garbled avro",
+            None,
+            timestamp=ts[i],
+            headers=headers,
+        )
 
     _produce_all(producer, send, len(ids))
 
@@ -215,8 +258,9 @@ def write_lake(lake: pa.Table, path: Path) -> None:
         table,
         str(path),
         format="parquet",
-        partitioning=ds.partitioning(pa.schema([("dt", pa.string()), ("hour", pa.string())]),
-                                     flavor="hive"),
+        partitioning=ds.partitioning(
+            pa.schema([("dt", pa.string()), ("hour", pa.string())]), flavor="hive"
+        ),
         existing_data_behavior="delete_matching",
         basename_template="part-{i}.parquet",
     )

@@ -93,8 +93,9 @@ def plan(s: Scenario) -> Plan:
     kafka_ms = origin // 1000 + rng.integers(5, 800, size=n)
     lake_us = kafka_ms * 1000 + rng.integers(200_000, 3 * US, size=n)
     late = _late(rng, s, origin, fate, hour)
-    lake_us[late] = _window_end(origin[late], start_us) + rng.integers(1, 10 * 60 * US,
-                                                                       size=late.sum())
+    lake_us[late] = _window_end(origin[late], start_us) + rng.integers(
+        1, 10 * 60 * US, size=late.sum()
+    )
     orphan = np.zeros(n, dtype=bool)
     ev = _with_orphans(rng, s, ids, origin, fate, kafka_ms, lake_us, orphan, start_us)
     ids, origin, fate, kafka_ms, lake_us, orphan = ev
@@ -102,16 +103,22 @@ def plan(s: Scenario) -> Plan:
     return _rows(rng, s, ids, origin, fate, partition, kafka_ms, lake_us, orphan)
 
 
-def _mark(rng: np.random.Generator, fate: np.ndarray, hour: np.ndarray,
-          rate: Callable[[int], float], value: int) -> None:
+def _mark(
+    rng: np.random.Generator,
+    fate: np.ndarray,
+    hour: np.ndarray,
+    rate: Callable[[int], float],
+    value: int,
+) -> None:
     for h in np.unique(hour):
         free = np.flatnonzero((hour == h) & (fate == DELIVERED))
         k = round(rate(int(h)) * (hour == h).sum())
         fate[rng.choice(free, size=min(k, len(free)), replace=False)] = value
 
 
-def _mark_counts(rng: np.random.Generator, fate: np.ndarray, hour: np.ndarray, k: int,
-                 value: int) -> None:
+def _mark_counts(
+    rng: np.random.Generator, fate: np.ndarray, hour: np.ndarray, k: int, value: int
+) -> None:
     _mark(rng, fate, hour, lambda h: k / max((hour == h).sum(), 1), value)
 
 
@@ -119,8 +126,9 @@ def _window_end(origin_us: np.ndarray, start_us: int) -> np.ndarray:
     return start_us + ((origin_us - start_us) // (3600 * US) + 1) * 3600 * US
 
 
-def _late(rng: np.random.Generator, s: Scenario, origin: np.ndarray, fate: np.ndarray,
-          hour: np.ndarray) -> np.ndarray:
+def _late(
+    rng: np.random.Generator, s: Scenario, origin: np.ndarray, fate: np.ndarray, hour: np.ndarray
+) -> np.ndarray:
     """Delivered events of each hour's last 10 minutes whose lake write lands after the hour."""
     late = np.zeros(len(origin), dtype=bool)
     end = _window_end(origin, epoch_us(s.start))
@@ -156,7 +164,9 @@ def _rows(rng, s, ids, origin, fate, partition, kafka_ms, lake_us, orphan) -> Pl
     has_receipt = ~orphan
     retry = has_receipt & (rng.random(n) < s.webhook_retries)
     rec_ids = np.concatenate([ids[has_receipt], ids[retry]])
-    rec_us = np.concatenate([origin[has_receipt], origin[retry] + rng.integers(1, 3, retry.sum()) * US])
+    rec_us = np.concatenate(
+        [origin[has_receipt], origin[retry] + rng.integers(1, 3, retry.sum()) * US]
+    )
 
     # Kafka: everything not lost at the Kafka hop, plus producer retry duplicates 1-50 ms later.
     in_kafka = fate != LOST_KAFKA
@@ -187,23 +197,43 @@ def _rows(rng, s, ids, origin, fate, partition, kafka_ms, lake_us, orphan) -> Pl
     dead = fate == DEAD_LETTERED
 
     ts = pa.timestamp("us", tz="UTC")
-    events = pa.table({
-        "event_id": pa.array(ids, pa.string()), "origin_us": origin, "fate": fate,
-        "partition": partition, "kafka_ms": kafka_ms, "lake_us": lake_us, "orphan": orphan,
-    })
+    events = pa.table(
+        {
+            "event_id": pa.array(ids, pa.string()),
+            "origin_us": origin,
+            "fate": fate,
+            "partition": partition,
+            "kafka_ms": kafka_ms,
+            "lake_us": lake_us,
+            "orphan": orphan,
+        }
+    )
     return Plan(
         scenario=s,
         events=events,
-        receipts=pa.table({"event_id": pa.array(rec_ids, pa.string()),
-                           "received_at": pa.array(rec_us, ts)}),
-        kafka=pa.table({"event_id": pa.array(ids[k_idx], pa.string()), "partition": k_part,
-                        "offset": k_off, "ts_ms": k_ms}),
-        lake=pa.table({"event_id": pa.array(lake_ids, pa.string()),
-                       "ingested_at": pa.array(lake_t, ts)}),
-        dead_letters=pa.table({"event_id": pa.array(ids[dead], pa.string()),
-                               "ts_ms": kafka_ms[dead] + 1000,
-                               "error": pa.array(["SerializationError: unknown schema id 42"]
-                                                 * int(dead.sum()), pa.string())}),
+        receipts=pa.table(
+            {"event_id": pa.array(rec_ids, pa.string()), "received_at": pa.array(rec_us, ts)}
+        ),
+        kafka=pa.table(
+            {
+                "event_id": pa.array(ids[k_idx], pa.string()),
+                "partition": k_part,
+                "offset": k_off,
+                "ts_ms": k_ms,
+            }
+        ),
+        lake=pa.table(
+            {"event_id": pa.array(lake_ids, pa.string()), "ingested_at": pa.array(lake_t, ts)}
+        ),
+        dead_letters=pa.table(
+            {
+                "event_id": pa.array(ids[dead], pa.string()),
+                "ts_ms": kafka_ms[dead] + 1000,
+                "error": pa.array(
+                    ["SerializationError: unknown schema id 42"] * int(dead.sum()), pa.string()
+                ),
+            }
+        ),
         committed=committed,
     )
 

@@ -68,8 +68,11 @@ def window_truth(p: Plan, window: Window, grace: timedelta, skew: timedelta) -> 
         late = sum(1 for i in arrived if first[i] >= end)
         o = dict(zip(ids[cohort], origin[cohort], strict=True))
         max_lat = max(((first[i] - o[i]) / 1000 for i in arrived), default=0.0)
-        return {"duplicates": int(rows.sum()) - len(first), "late": late,
-                "orphans": orphans}, max_lat
+        return {
+            "duplicates": int(rows.sum()) - len(first),
+            "late": late,
+            "orphans": orphans,
+        }, max_lat
 
     def count(mask):  # type: ignore[no-untyped-def]
         return int((mask & cohort).sum())
@@ -80,13 +83,35 @@ def window_truth(p: Plan, window: Window, grace: timedelta, skew: timedelta) -> 
     kafka_arrived = count(fate != LOST_KAFKA)
     lake_arrived = count(fate == 0)
     stages = {
-        "webhook": {"upstream": n, "arrived": n, "lost": 0, "dead_lettered": 0, "pending": 0,
-                    "unverifiable": 0, "late": 0, "duplicates": origin_dups, "orphans": 0},
-        "kafka": {"upstream": kafka_up, "arrived": kafka_arrived, "lost": count(fate == LOST_KAFKA),
-                  "dead_lettered": 0, "pending": 0, "unverifiable": 0, **k_extra},
-        "lake": {"upstream": kafka_arrived, "arrived": lake_arrived,
-                 "lost": count(fate == LOST_LAKE), "dead_lettered": count(fate == DEAD_LETTERED),
-                 "pending": count(fate == PENDING), "unverifiable": 0, **l_extra},
+        "webhook": {
+            "upstream": n,
+            "arrived": n,
+            "lost": 0,
+            "dead_lettered": 0,
+            "pending": 0,
+            "unverifiable": 0,
+            "late": 0,
+            "duplicates": origin_dups,
+            "orphans": 0,
+        },
+        "kafka": {
+            "upstream": kafka_up,
+            "arrived": kafka_arrived,
+            "lost": count(fate == LOST_KAFKA),
+            "dead_lettered": 0,
+            "pending": 0,
+            "unverifiable": 0,
+            **k_extra,
+        },
+        "lake": {
+            "upstream": kafka_arrived,
+            "arrived": lake_arrived,
+            "lost": count(fate == LOST_LAKE),
+            "dead_lettered": count(fate == DEAD_LETTERED),
+            "pending": count(fate == PENDING),
+            "unverifiable": 0,
+            **l_extra,
+        },
     }
     missing = {
         ("kafka", "lost"): set(ids[cohort & (fate == LOST_KAFKA)]),
@@ -97,8 +122,14 @@ def window_truth(p: Plan, window: Window, grace: timedelta, skew: timedelta) -> 
     return WindowTruth(window, n, stages, missing, {"kafka": k_lat, "lake": l_lat})
 
 
-def truth(p: Plan, size: timedelta, grace: timedelta, skew: timedelta,
-          start: datetime | None = None, end: datetime | None = None) -> list[WindowTruth]:
+def truth(
+    p: Plan,
+    size: timedelta,
+    grace: timedelta,
+    skew: timedelta,
+    start: datetime | None = None,
+    end: datetime | None = None,
+) -> list[WindowTruth]:
     """Truth for every window of the scenario (or of [start, end))."""
     span = Window(start or p.scenario.start, end or p.scenario.end)
     return [window_truth(p, w, grace, skew) for w in span.split(size)]

@@ -110,8 +110,13 @@ def _jsonl_line_by_line(cfg: Config, path: str) -> tuple[pa.Table, list[BadRecor
             ids.append(_as_text(record.get(cfg.id)))
             times.append(_as_text(record.get(cfg.time)))
             lines.append(number)
-    table = pa.table({cfg.id: pa.array(ids, pa.string()), cfg.time: pa.array(times, pa.string()),
-                      "line": pa.array(lines, pa.int64())})
+    table = pa.table(
+        {
+            cfg.id: pa.array(ids, pa.string()),
+            cfg.time: pa.array(times, pa.string()),
+            "line": pa.array(lines, pa.int64()),
+        }
+    )
     return table, bad
 
 
@@ -130,13 +135,16 @@ def _typed(cfg: Config, path: str, raw: pa.Table) -> tuple[pa.Table, list[BadRec
                "{cfg.time}" AS raw_time FROM raw
         """
     ).to_arrow_table()
-    ok = pc.and_(pc.and_(pc.is_valid(parsed["event_id"]), pc.not_equal(parsed["event_id"], "")),
-                 pc.is_valid(parsed["t"]))
+    ok = pc.and_(
+        pc.and_(pc.is_valid(parsed["event_id"]), pc.not_equal(parsed["event_id"], "")),
+        pc.is_valid(parsed["t"]),
+    )
     ok = pc.fill_null(ok, False)
     bad = []
     rejected = parsed.filter(pc.invert(ok))
-    for event_id, line, raw_time in zip(*(rejected[c].to_pylist() for c in
-                                          ("event_id", "line", "raw_time")), strict=True):
+    for event_id, line, raw_time in zip(
+        *(rejected[c].to_pylist() for c in ("event_id", "line", "raw_time")), strict=True
+    ):
         reason = f"no {cfg.id}" if not event_id else f"bad {cfg.time}: {raw_time!r}"
         bad.append(BadRecord(f"{path}:{line}", reason))
     good = parsed.filter(ok)

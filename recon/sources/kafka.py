@@ -73,7 +73,7 @@ def describe(cfg: Config) -> str:
 
 
 def client_conf(cfg: Config) -> dict[str, Any]:
-    """librdkafka settings shared by recon's consumers and admin clients."""
+    """Librdkafka settings shared by recon's consumers and admin clients."""
     return {"bootstrap.servers": cfg.bootstrap, **cfg.client}
 
 
@@ -146,7 +146,9 @@ def read(cfg: Config, window: Window) -> LedgerRead:
         consumer.close()
     table, bad = _extract_ids(cfg, fetched)
     gaps = _retention_gaps(cfg, ranges, fetched, window)
-    committed = committed_offsets(cfg, [r.partition for r in ranges]) if cfg.consumer_group else None
+    committed = (
+        committed_offsets(cfg, [r.partition for r in ranges]) if cfg.consumer_group else None
+    )
     return LedgerRead(describe(cfg), table, bad, gaps, committed)
 
 
@@ -156,8 +158,9 @@ def _fetch(consumer: Consumer, cfg: Config, ranges: list[OffsetRange]) -> pa.Tab
     batches: list[pa.RecordBatch] = []
     if not todo:
         return _raw_batch([], [], [], [])
-    consumer.assign([TopicPartition(cfg.topic, r.partition, r.start) for r in ranges
-                     if r.partition in todo])
+    consumer.assign(
+        [TopicPartition(cfg.topic, r.partition, r.start) for r in ranges if r.partition in todo]
+    )
     ends = np.full(max(todo) + 1, -1, dtype=np.int64)
     for p, end in todo.items():
         ends[p] = end
@@ -194,14 +197,19 @@ def _fetch(consumer: Consumer, cfg: Config, ranges: list[OffsetRange]) -> pa.Tab
 
 def _raw_batch(part: list, off: list, ts: list, raw: list) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays(
-        [pa.array(part, pa.int32()), pa.array(off, pa.int64()),
-         pa.array(ts, pa.int64()), pa.array(raw, pa.binary())],
+        [
+            pa.array(part, pa.int32()),
+            pa.array(off, pa.int64()),
+            pa.array(ts, pa.int64()),
+            pa.array(raw, pa.binary()),
+        ],
         names=["partition", "offset", "ts_ms", "raw"],
     )
 
 
-def _clip(batch: pa.RecordBatch, ends: np.ndarray, todo: dict[int, int]
-          ) -> tuple[pa.RecordBatch, list[int]]:
+def _clip(
+    batch: pa.RecordBatch, ends: np.ndarray, todo: dict[int, int]
+) -> tuple[pa.RecordBatch, list[int]]:
     """Drop records at or past their partition's end offset; say which partitions are done."""
     part = batch.column(0).to_numpy()
     off = batch.column(1).to_numpy()
@@ -330,8 +338,9 @@ def _retention_gaps(
     for r in ranges:
         if r.low == 0 or r.start > r.low:
             continue
-        first = fetched.filter(pc.and_(pc.equal(fetched["partition"], r.partition),
-                                       pc.equal(fetched["offset"], r.low)))
+        first = fetched.filter(
+            pc.and_(pc.equal(fetched["partition"], r.partition), pc.equal(fetched["offset"], r.low))
+        )
         until = window.end
         if first.num_rows:
             until = min(until, _ms_to_dt(first["ts_ms"][0].as_py()))

@@ -100,8 +100,11 @@ def read(cfg: Config, window: Window) -> LedgerRead:
         if nulls:
             bad.append(BadRecord(f"{path} ({nulls} rows)", f"{cfg.id} is null", nulls))
     if not tables:
-        return LedgerRead(describe(cfg), ledger_table(pa.array([], pa.string()),
-                          pa.array([], pa.timestamp("us", tz="UTC")), ""), bad)
+        return LedgerRead(
+            describe(cfg),
+            ledger_table(pa.array([], pa.string()), pa.array([], pa.timestamp("us", tz="UTC")), ""),
+            bad,
+        )
     return LedgerRead(describe(cfg), pa.concat_tables(tables), bad)
 
 
@@ -113,13 +116,15 @@ def _read_file(cfg: Config, fs: pafs.FileSystem, path: str, window: Window) -> t
             if column not in names:
                 raise SourceError(f"{path}: no column {column!r} (has {names})")
         time_type = dataset.schema.field(cfg.time).type
-        start, end = (pa.scalar(b, pa.timestamp("us", tz="UTC")) for b in (window.start,
-                                                                           window.end))
+        start, end = (
+            pa.scalar(b, pa.timestamp("us", tz="UTC")) for b in (window.start, window.end)
+        )
         if pa.types.is_timestamp(time_type):
             start, end = start.cast(time_type), end.cast(time_type)
         column = ds.field(cfg.time)
-        table = dataset.to_table(columns=[cfg.id, cfg.time],
-                                 filter=(column >= start) & (column < end))
+        table = dataset.to_table(
+            columns=[cfg.id, cfg.time], filter=(column >= start) & (column < end)
+        )
     except (pa.ArrowException, OSError) as exc:
         raise SourceError(f"{describe(cfg)}: cannot read {path}: {exc}") from exc
     ids = table[cfg.id]

@@ -45,7 +45,7 @@ class Config(SourceConfig):
 
 
 def conninfo(url: str, timeout_s: int = 10) -> str:
-    """libpq connection string for a SQLAlchemy PostgreSQL URL."""
+    """Libpq connection string for a SQLAlchemy PostgreSQL URL."""
     try:
         parsed = make_url(url)
     except ArgumentError as exc:

@@ -1,0 +1,1 @@
+"""Threshold gates: Great Expectations suites run on the per-stage metrics."""

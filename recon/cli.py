@@ -1,0 +1,137 @@
+"""The `recon` command line. Errors are caught here, once, and become exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from recon.errors import ConfigError, ReconError
+from recon.timeutil import parse_instant
+
+
+def _instant(text: str):  # type: ignore[no-untyped-def]
+    try:
+        return parse_instant(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports bad usage as exit code 2 through our error path."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise ConfigError(f"{self.prog}: {message}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The CLI's options (kept in one place; a test checks them against the config model)."""
+    parser = _Parser(prog="recon", description="Per-stage, per-window event loss reconciliation")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = sub.add_parser("run", help="reconcile every window of [start, end)")
+    run.add_argument("--config", required=True, type=Path)
+    run.add_argument("--start", required=True, type=_instant, help="ISO 8601; no offset = UTC")
+    run.add_argument("--end", required=True, type=_instant)
+    run.add_argument("--json", type=Path, help="also write the JSON report to this file")
+    run.add_argument("--jobs", type=int, default=1, help="windows reconciled in parallel")
+    run.add_argument("--no-store", action="store_true", help="do not write the results store")
+
+    db = sub.add_parser("db", help="results store maintenance")
+    db.add_argument("action", choices=["upgrade"])
+    where = db.add_mutually_exclusive_group(required=True)
+    where.add_argument("--config", type=Path)
+    where.add_argument("--url")
+
+    exp = sub.add_parser("expectations", help="show or regenerate the pipeline's GX suite")
+    exp.add_argument("--config", required=True, type=Path)
+    exp.add_argument("--write", action="store_true")
+
+    demo = sub.add_parser("demo", help="plant the 30%% incident into the servers and reconcile it")
+    demo.add_argument("--workdir", type=Path, default=Path("demo-work"))
+    demo.add_argument("--events-per-hour", type=int, default=20_000)
+    demo.add_argument(
+        "--pg-url",
+        default=os.environ.get("RECON_PG_URL", "postgresql+psycopg://recon@127.0.0.1:5432/recon"),
+    )
+    demo.add_argument("--bootstrap", default=os.environ.get("RECON_KAFKA", "127.0.0.1:9092"))
+    return parser
+
+
+def _store(config_path: Path, results: str | None):  # type: ignore[no-untyped-def]
+    from recon.store import ResultStore, store_url
+
+    return ResultStore(store_url(results, config_path.resolve().parent))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """`recon run`: reconcile, print a table per window, optionally write JSON."""
+    from recon.config import load_config
+    from recon.engine.runner import run
+    from recon.report import window_table
+
+    cfg = load_config(args.config)
+    if args.end <= args.start:
+        raise ConfigError("--end must be after --start")
+    store = None if args.no_store else _store(args.config, cfg.results)
+    report = run(cfg, args.start, args.end, store, jobs=args.jobs)
+    colour = sys.stdout.isatty()
+    for window in report.windows:
+        sys.stdout.write(window_table(window, colour) + "\n")
+    if args.json:
+        tmp = args.json.with_name(args.json.name + ".tmp")
+        tmp.write_text(json.dumps(report.as_dict(), indent=2) + "\n")
+        tmp.replace(args.json)
+    return report.exit_code
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    """`recon db upgrade`: apply the results-store migrations."""
+    from recon.config import load_config
+    from recon.store import ResultStore
+
+    if args.url:
+        store = ResultStore(args.url)
+    else:
+        store = _store(args.config, load_config(args.config).results)
+    print(f"results store at schema version {store.upgrade()}")
+    return 0
+
+
+def cmd_expectations(args: argparse.Namespace) -> int:
+    """`recon expectations`: print (and with --write regenerate) the suite."""
+    from recon.checks.expectations import ensure_suite, suite_path
+    from recon.config import load_config
+
+    cfg = load_config(args.config)
+    spec = ensure_suite(cfg, write=args.write)
+    print(f"# {suite_path(cfg)}")
+    print(json.dumps(spec, indent=2))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """`recon demo`: the incident, planted into the real servers, then reconciled."""
+    from recon.simulate.demo import run_demo
+
+    return run_demo(args.workdir, args.events_per_hour, args.pg_url, args.bootstrap)
+
+
+COMMANDS = {"run": cmd_run, "db": cmd_db, "expectations": cmd_expectations, "demo": cmd_demo}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `recon` console script."""
+    try:
+        args = build_parser().parse_args(argv)
+        return COMMANDS[args.command](args)
+    except ReconError as exc:
+        print(f"recon: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

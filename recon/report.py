@@ -1,0 +1,88 @@
+"""Human-readable tables of window results for the terminal."""
+
+from __future__ import annotations
+
+from recon.model import StageMetrics, WindowResult
+
+_COLOURS = {"ok": "32", "incomplete": "33", "breach": "31;1", "error": "35;1"}
+_COLUMNS = (
+    ("stage", 12),
+    ("upstream", 10),
+    ("arrived", 10),
+    ("lost", 8),
+    ("dead_lettered", 13),
+    ("pending", 8),
+    ("unverifiable", 12),
+    ("late", 6),
+    ("duplicates", 10),
+    ("orphans", 8),
+    ("unreadable", 10),
+    ("loss_rate", 10),
+    ("p99_ms", 10),
+    ("", 6),
+)
+
+
+def _status(status: str, colour: bool) -> str:
+    return f"\x1b[{_COLOURS[status]}m{status.upper()}\x1b[0m" if colour else status.upper()
+
+
+def _row(m: StageMetrics, origin: bool) -> list[str]:
+    if origin:  # the origin has no inbound hop: only its cohort and its own duplicates
+        values: list[object] = [
+            m.stage,
+            "",
+            m.arrived,
+            *["-"] * 5,
+            m.duplicates,
+            "-",
+            m.unreadable,
+            "-",
+            "-",
+            "",
+        ]
+    else:
+        p99 = m.latency_ms.get("p99")
+        values = [
+            m.stage,
+            m.upstream,
+            m.arrived,
+            m.lost,
+            m.dead_lettered,
+            m.pending,
+            m.unverifiable,
+            m.late,
+            m.duplicates,
+            m.orphans,
+            m.unreadable,
+            f"{m.loss_rate:.4%}",
+            "-" if p99 is None else f"{p99:.0f}",
+            "BREACH" if m.breach else "",
+        ]
+    return [str(v) for v in values]
+
+
+def window_table(result: WindowResult, colour: bool = False) -> str:
+    """One window: a header line, one row per stage (origin first), then end to end."""
+    head = f"{result.pipeline}  {result.window}  {_status(result.status, colour)}"
+    if result.error is not None:
+        return f"{head}\n  error: {result.error}\n"
+    lines = [f"{head}  events={result.events}"]
+    lines.append(
+        "  "
+        + " ".join(
+            name.rjust(w) if i else name.ljust(w) for i, (name, w) in enumerate(_COLUMNS)
+        ).rstrip()
+    )
+    assert result.end_to_end is not None
+    for i, m in enumerate([*result.stages, result.end_to_end]):
+        cells = _row(m, origin=i == 0)
+        lines.append(
+            "  "
+            + " ".join(
+                c.rjust(w) if j else c.ljust(w)
+                for j, (c, (_, w)) in enumerate(zip(cells, _COLUMNS, strict=True))
+            ).rstrip()
+        )
+    lines += [f"  note: {n}" for n in result.notes]
+    return "\n".join(lines) + "\n"

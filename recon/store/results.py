@@ -1,0 +1,291 @@
+"""Reading and writing results in PostgreSQL (production) or an embedded SQLite file."""
+
+from __future__ import annotations
+
+import io
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from recon import __version__
+from recon.errors import StoreError
+from recon.model import WindowResult
+from recon.store import schema as t
+
+DEFAULT_SQLITE = "recon-results.sqlite"
+
+
+def store_url(results: str | None, base: Path | None = None) -> str:
+    """A SQLAlchemy URL: the configured one, a bare path as SQLite, or the default file."""
+    if results and "://" in results:
+        return results
+    path = Path(results or (base or Path.cwd()) / DEFAULT_SQLITE)
+    return f"sqlite:///{path}"
+
+
+def migrations() -> list[tuple[int, str]]:
+    """(version, SQL) of every migration in sql/, in order."""
+    files = resources.files("recon.store").joinpath("sql")
+    found = []
+    for entry in files.iterdir():
+        if entry.name.endswith(".sql") and entry.name[:4].isdigit():
+            found.append((int(entry.name[:4]), entry.read_text()))
+    return sorted(found)
+
+
+def _statements(script: str) -> list[str]:
+    lines = [line for line in script.splitlines() if not line.strip().startswith("--")]
+    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+
+
+def _naive_utc(value: datetime) -> datetime:
+    # SQLite has no time zones; PostgreSQL gets timestamptz. Both store UTC.
+    return value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo else value
+
+
+class ResultStore:
+    """The results database; every method raises StoreError when it cannot be reached."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        try:
+            self.engine: Engine = sa.create_engine(url, pool_pre_ping=True)
+        except (sa.exc.ArgumentError, ImportError) as exc:
+            raise StoreError(f"results store URL {self._safe_url}: {exc}") from exc
+        self.is_sqlite = self.engine.dialect.name == "sqlite"
+        if self.is_sqlite:
+            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+
+    @property
+    def _safe_url(self) -> str:
+        return sa.engine.make_url(self.url).render_as_string(hide_password=True)
+
+    @contextmanager
+    def _begin(self) -> Iterator[Connection]:
+        try:
+            with self.engine.begin() as conn:
+                yield conn
+        except sa.exc.OperationalError as exc:
+            raise StoreError(f"results store {self._safe_url}: {exc.orig}") from exc
+
+    def upgrade(self) -> int:
+        """Apply the migrations not applied yet; returns the schema version."""
+        with self._begin() as conn:
+            t.schema_version.create(conn, checkfirst=True)
+            current = conn.execute(sa.select(sa.func.max(t.schema_version.c.version))).scalar()
+            current = current or 0
+            for version, script in migrations():
+                if version <= current:
+                    continue
+                for statement in _statements(script):
+                    conn.exec_driver_sql(statement)
+                conn.execute(
+                    t.schema_version.insert().values(
+                        version=version, applied_at=_naive_utc(datetime.now(UTC))
+                    )
+                )
+                current = version
+        return current
+
+    def start_run(self, pipeline: str, start: datetime, end: datetime, digest: str) -> str:
+        """Record the start of a run; returns its id."""
+        run_id = str(uuid.uuid4())
+        with self._begin() as conn:
+            conn.execute(
+                t.runs.insert().values(
+                    run_id=run_id,
+                    pipeline=pipeline,
+                    range_start=_naive_utc(start),
+                    range_end=_naive_utc(end),
+                    started_at=_naive_utc(datetime.now(UTC)),
+                    status="running",
+                    config_digest=digest,
+                    recon_version=__version__,
+                )
+            )
+        return run_id
+
+    def finish_run(self, run_id: str, status: str) -> None:
+        """Record how a run ended."""
+        with self._begin() as conn:
+            conn.execute(
+                t.runs.update()
+                .where(t.runs.c.run_id == run_id)
+                .values(status=status, finished_at=_naive_utc(datetime.now(UTC)))
+            )
+
+    def save_window(self, result: WindowResult, thresholds: dict[str, Any]) -> str:
+        """Store one window's result in one transaction, superseding the previous one."""
+        window_id = str(uuid.uuid4())
+        w = t.windows.c
+        key = (
+            (w.pipeline == result.pipeline)
+            & (w.window_start == _naive_utc(result.window.start))
+            & (w.window_end == _naive_utc(result.window.end))
+        )
+        with self._begin() as conn:
+            conn.execute(t.windows.update().where(key & w.is_latest).values(is_latest=False))
+            conn.execute(
+                t.windows.insert().values(
+                    window_id=window_id,
+                    run_id=result.run_id,
+                    pipeline=result.pipeline,
+                    window_start=_naive_utc(result.window.start),
+                    window_end=_naive_utc(result.window.end),
+                    status=result.status,
+                    events=result.events,
+                    error=result.error,
+                    computed_at=_naive_utc(datetime.now(UTC)),
+                    is_latest=True,
+                )
+            )
+            if result.error is None:
+                self._save_metrics(conn, window_id, result, thresholds)
+        return window_id
+
+    def _save_metrics(
+        self, conn: Connection, window_id: str, result: WindowResult, thresholds: dict[str, Any]
+    ) -> None:
+        rows = []
+        assert result.end_to_end is not None
+        for position, m in enumerate([*result.stages, result.end_to_end]):
+            th = thresholds.get(m.stage)
+            rows.append(
+                {
+                    "window_id": window_id,
+                    "position": position,
+                    "stage": m.stage,
+                    **{c: getattr(m, c) for c in t.COUNTER_COLUMNS},
+                    "loss_rate": m.loss_rate,
+                    **{f"latency_{k}_ms": v for k, v in m.latency_ms.items()},
+                    "threshold_loss_rate": th.loss_rate if th else None,
+                    "threshold_max_lost": th.max_lost if th else None,
+                    "breach": m.breach,
+                }
+            )
+        conn.execute(t.stage_metrics.insert(), rows)
+        if result.expectations:
+            conn.execute(
+                t.expectation_results.insert(),
+                [
+                    {
+                        "window_id": window_id,
+                        "stage": e.stage,
+                        "expectation": e.expectation,
+                        "column_name": e.column,
+                        "threshold": e.threshold,
+                        "observed": e.observed,
+                        "success": e.success,
+                    }
+                    for e in result.expectations
+                ],
+            )
+        if result.missing is not None and result.missing.num_rows:
+            self._save_missing(conn, window_id, result.missing)
+
+    def _save_missing(self, conn: Connection, window_id: str, missing: pa.Table) -> None:
+        table = missing.select(
+            [
+                "stage",
+                "event_id",
+                "outcome",
+                "origin_time",
+                "last_stage",
+                "last_seen_at",
+                "last_location",
+            ]
+        )
+        if self.is_sqlite:
+            rows = table.to_pylist()
+            for row in rows:
+                row["window_id"] = window_id
+                for k in ("origin_time", "last_seen_at"):
+                    if row[k] is not None:
+                        row[k] = _naive_utc(row[k])
+            conn.execute(t.missing_events.insert(), rows)
+            return
+        # PostgreSQL: COPY inside the window's transaction; Arrow writes the CSV.
+        buffer = io.BytesIO()
+        pacsv.write_csv(table, buffer, pacsv.WriteOptions(include_header=False))
+        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        columns = ", ".join(table.column_names)
+        with cursor.copy(
+            f"COPY recon_missing_events (window_id, {columns}) FROM STDIN (FORMAT csv)"
+        ) as copy:
+            prefix = f"{window_id},".encode()
+            for line in buffer.getvalue().splitlines(keepends=True):
+                copy.write(prefix + line)
+
+    # -- reading -------------------------------------------------------------------------
+
+    def _frame(self, query: sa.Select[Any]) -> pd.DataFrame:
+        try:
+            with self.engine.connect() as conn:
+                result = conn.execute(query)
+                frame = pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+        except sa.exc.OperationalError as exc:
+            raise StoreError(f"results store {self._safe_url}: {exc.orig}") from exc
+        for column in frame.columns:
+            if column.endswith(("_start", "_end", "_at", "_time")):
+                frame[column] = pd.to_datetime(frame[column], utc=True)
+        return frame
+
+    def windows(self, pipeline: str | None = None, latest: bool = True) -> pd.DataFrame:
+        """Window results (the latest per window, or the whole history)."""
+        q = sa.select(t.windows).order_by(t.windows.c.window_start, t.windows.c.computed_at)
+        if latest:
+            q = q.where(t.windows.c.is_latest)
+        if pipeline:
+            q = q.where(t.windows.c.pipeline == pipeline)
+        return self._frame(q)
+
+    def stage_metrics(
+        self,
+        pipeline: str | None = None,
+        start: datetime | None = None,
+        end: datetime | None = None,
+    ) -> pd.DataFrame:
+        """Latest per-stage metrics, one row per window and stage, in pipeline order."""
+        w, m = t.windows.c, t.stage_metrics.c
+        q = (
+            sa.select(w.pipeline, w.window_start, w.window_end, w.status, w.run_id, t.stage_metrics)
+            .join_from(t.stage_metrics, t.windows, m.window_id == w.window_id)
+            .where(w.is_latest)
+            .order_by(w.window_start, m.position)
+        )
+        if pipeline:
+            q = q.where(w.pipeline == pipeline)
+        if start:
+            q = q.where(w.window_start >= _naive_utc(start))
+        if end:
+            q = q.where(w.window_start < _naive_utc(end))
+        return self._frame(q)
+
+    def missing(self, window_id: str, stage: str | None = None) -> pd.DataFrame:
+        """The missing events of one stored window."""
+        me = t.missing_events.c
+        q = (
+            sa.select(t.missing_events)
+            .where(me.window_id == window_id)
+            .order_by(me.stage, me.event_id)
+        )
+        if stage:
+            q = q.where(me.stage == stage)
+        return self._frame(q)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.close()

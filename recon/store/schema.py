@@ -1,0 +1,107 @@
+"""The results store's tables as SQLAlchemy Core objects (the DDL lives in sql/*.sql)."""
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+TS = DateTime(timezone=True)
+
+runs = Table(
+    "recon_runs",
+    metadata,
+    Column("run_id", String(36), primary_key=True),
+    Column("pipeline", Text, nullable=False),
+    Column("range_start", TS, nullable=False),
+    Column("range_end", TS, nullable=False),
+    Column("started_at", TS, nullable=False),
+    Column("finished_at", TS),
+    Column("status", Text, nullable=False),
+    Column("config_digest", Text, nullable=False),
+    Column("recon_version", Text, nullable=False),
+)
+
+windows = Table(
+    "recon_windows",
+    metadata,
+    Column("window_id", String(36), primary_key=True),
+    Column("run_id", String(36), nullable=False),
+    Column("pipeline", Text, nullable=False),
+    Column("window_start", TS, nullable=False),
+    Column("window_end", TS, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("events", BigInteger),
+    Column("error", Text),
+    Column("computed_at", TS, nullable=False),
+    Column("is_latest", Boolean, nullable=False),
+)
+
+COUNTER_COLUMNS = (
+    "upstream",
+    "arrived",
+    "lost",
+    "dead_lettered",
+    "pending",
+    "unverifiable",
+    "late",
+    "duplicates",
+    "orphans",
+    "unreadable",
+)
+stage_metrics = Table(
+    "recon_stage_metrics",
+    metadata,
+    Column("window_id", String(36), primary_key=True),
+    Column("position", Integer, nullable=False),
+    Column("stage", Text, primary_key=True),
+    *(Column(name, BigInteger, nullable=False) for name in COUNTER_COLUMNS),
+    Column("loss_rate", Float, nullable=False),
+    Column("latency_p50_ms", Float),
+    Column("latency_p95_ms", Float),
+    Column("latency_p99_ms", Float),
+    Column("latency_max_ms", Float),
+    Column("threshold_loss_rate", Float),
+    Column("threshold_max_lost", BigInteger),
+    Column("breach", Boolean, nullable=False),
+)
+
+missing_events = Table(
+    "recon_missing_events",
+    metadata,
+    Column("window_id", String(36), nullable=False),
+    Column("stage", Text, nullable=False),
+    Column("event_id", Text, nullable=False),
+    Column("outcome", Text, nullable=False),
+    Column("origin_time", TS, nullable=False),
+    Column("last_stage", Text, nullable=False),
+    Column("last_seen_at", TS),
+    Column("last_location", Text),
+)
+
+expectation_results = Table(
+    "recon_expectation_results",
+    metadata,
+    Column("window_id", String(36), nullable=False),
+    Column("stage", Text, nullable=False),
+    Column("expectation", Text, nullable=False),
+    Column("column_name", Text, nullable=False),
+    Column("threshold", Float, nullable=False),
+    Column("observed", Float),
+    Column("success", Boolean, nullable=False),
+)
+
+schema_version = Table(
+    "recon_schema_version",
+    metadata,
+    Column("version", Integer, primary_key=True),
+    Column("applied_at", TS, nullable=False),
+)
