@@ -299,7 +299,7 @@ def _json_ids(raw: pa.ChunkedArray, path: str) -> tuple[pa.ChunkedArray, pa.Chun
     con = duckdb.connect()
     con.register("raw", pa.table({"raw": raw}))
     json_path = "$." + path
-    result = con.execute(
+    result = con.sql(
         """
         WITH t AS (
           SELECT raw, try(decode(raw)) AS txt FROM raw
@@ -320,7 +320,7 @@ def _json_ids(raw: pa.ChunkedArray, path: str) -> tuple[pa.ChunkedArray, pa.Chun
                       THEN 'field ' || $name || ' is empty' END AS reason
         FROM v
         """,
-        {"path": json_path, "name": path},
+        params={"path": json_path, "name": path},
     ).to_arrow_table()
     return result["id"], result["reason"]
 

@@ -1,0 +1,54 @@
+"""Fixtures for the real servers started by scripts/services.sh.
+
+With CI=true a missing server fails the test: a green run that tested
+nothing is worse than a red one. Locally it skips, saying how to start it.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+
+import pytest
+from sqlalchemy.engine import make_url
+
+PG_URL = os.environ.get("RECON_PG_URL", "postgresql+psycopg://recon@127.0.0.1:5432/recon")
+BOOTSTRAP = os.environ.get("RECON_KAFKA", "127.0.0.1:9092")
+
+
+def _reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def _require(name: str, host: str, port: int) -> None:
+    if _reachable(host, port):
+        return
+    message = f"{name} is not reachable at {host}:{port}; start it with scripts/services.sh up"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> str:
+    url = make_url(PG_URL)
+    _require("PostgreSQL", url.host or "127.0.0.1", url.port or 5432)
+    return PG_URL
+
+
+@pytest.fixture(scope="session")
+def bootstrap() -> str:
+    host, port = BOOTSTRAP.rsplit(":", 1)
+    _require("Kafka", host, int(port))
+    return BOOTSTRAP
+
+
+@pytest.fixture
+def unique() -> str:
+    """A name no other test (or earlier run) uses: tables, topics, groups."""
+    return f"t{uuid.uuid4().hex[:10]}"

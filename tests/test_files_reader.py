@@ -1,0 +1,49 @@
+"""`files` reader: JSON-lines and CSV gateway logs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from recon.errors import SourceError
+from recon.sources import files
+
+from .helpers import W, at
+
+
+def test_jsonl_with_bad_lines(tmp_path: Path) -> None:
+    """5 lines: 2 in the window (one exactly at start, one with a +02:00 offset), one at end
+    (out), one not JSON (line 3), one without an id (line 5): both counted with their line."""
+    log = tmp_path / "gateway-1.jsonl"
+    log.write_text(
+        '{"event_id": "a", "received_at": "2026-11-20T10:00:00Z"}\n'
+        '{"event_id": "b", "received_at": "2026-11-20T12:30:00+02:00", "x": 1}\n'
+        "{not json\n"
+        '{"event_id": "c", "received_at": "2026-11-20T11:00:00Z"}\n'
+        '{"received_at": "2026-11-20T10:40:00Z"}\n'
+    )
+    cfg = files.Config(name="gw", source="files", path=str(tmp_path / "*.jsonl"))
+    read = files.read(cfg, W)
+    assert read.table.column("event_id").to_pylist() == ["a", "b"]
+    assert read.table.column("stage_time").to_pylist() == [at("10:00:00"), at("10:30:00")]
+    assert sorted(b.where for b in read.bad_records) == [f"{log}:3", f"{log}:5"]
+
+
+def test_csv(tmp_path: Path) -> None:
+    (tmp_path / "a.csv").write_text(
+        "event_id,received_at,status\n"
+        "a,2026-11-20 10:15:00,200\n"
+        "b,2026-11-20 09:15:00,200\n"
+        ",2026-11-20 10:16:00,200\n"
+    )
+    cfg = files.Config(name="gw", source="files", path=str(tmp_path / "*.csv"))
+    read = files.read(cfg, W)
+    assert read.table.column("event_id").to_pylist() == ["a"]
+    assert [b.where for b in read.bad_records] == [f"{tmp_path / 'a.csv'}:4"]
+
+
+def test_no_file_is_an_error(tmp_path: Path) -> None:
+    cfg = files.Config(name="gw", source="files", path=str(tmp_path / "*.jsonl"))
+    with pytest.raises(SourceError, match="no file matches"):
+        files.read(cfg, W)
