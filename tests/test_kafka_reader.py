@@ -25,6 +25,21 @@ def _produce(bootstrap: str, topic: str, messages: list[dict], **conf: object) -
     assert producer.flush(30) == 0
 
 
+def _await_high_watermark(bootstrap: str, topic: str, high: int) -> None:
+    from confluent_kafka import Consumer
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "wm",
+                         "isolation.level": "read_committed"})
+    try:
+        for _ in range(100):
+            if consumer.get_watermark_offsets(TopicPartition(topic, 0), 10, cached=False)[1] == high:
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"{topic} never reached high watermark {high}")
+    finally:
+        consumer.close()
+
+
 def _cfg(bootstrap: str, topic: str, **kw: object) -> kafka.Config:
     return kafka.Config(name="kafka", source="kafka", bootstrap=bootstrap, topic=topic, **kw)
 
@@ -96,6 +111,7 @@ def test_transaction_markers_do_not_hang(bootstrap: str, unique: str) -> None:
         producer.produce(unique, b"v", f"x{i}".encode(), partition=0,
                          timestamp=epoch_ms(at(f"10:1{i}:00")))
     producer.commit_transaction(30)
+    _await_high_watermark(bootstrap, unique, 4)  # 3 records + the commit marker, written async
     started = time.monotonic()
     read = kafka.read(_cfg(bootstrap, unique, timeout_s=20), W)
     assert read.table.column("event_id").to_pylist() == ["x0", "x1", "x2"]

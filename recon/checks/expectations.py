@@ -40,8 +40,13 @@ def suite_spec(cfg: PipelineConfig) -> dict[str, Any]:
                     "kwargs": {
                         "column": column,
                         "max_value": limit,
-                        "row_condition": f'stage=="{stage}"',
-                        "condition_parser": "pandas",
+                        # GX's serialized Condition: Column("stage") == stage
+                        "row_condition": {
+                            "type": "comparison",
+                            "column": {"name": "stage"},
+                            "operator": "==",
+                            "parameter": stage,
+                        },
                     },
                     "meta": {"stage": stage, "threshold": key},
                 }

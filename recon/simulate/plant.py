@@ -144,12 +144,24 @@ def create_topic(bootstrap: str, topic: str, partitions: int) -> None:
         future = admin.create_topics([NewTopic(topic, partitions, 1, config=config)])[topic]
         try:
             future.result(30)
+            _await_leaders(admin, topic, partitions)
             return
         except KafkaException as exc:
             # The deletion above completes asynchronously: wait for it, then create.
             if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS or attempt == 59:
                 raise
             time.sleep(0.5)
+
+
+def _await_leaders(admin: AdminClient, topic: str, partitions: int) -> None:
+    """Creation returns before every partition has a leader; producing then would fail."""
+    for _ in range(100):
+        meta = admin.list_topics(topic, timeout=10).topics.get(topic)
+        if meta is not None and meta.error is None and len(meta.partitions) == partitions and \
+                all(p.leader >= 0 for p in meta.partitions.values()):
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"topic {topic} has no leader for every partition after 10 s")
 
 
 def _producer(bootstrap: str) -> Producer:

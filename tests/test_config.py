@@ -1,0 +1,98 @@
+"""Configuration: strict validation (exit code 2, naming file and key), ${ENV}, durations."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import yaml
+
+from recon.cli import build_parser, main
+from recon.config import PipelineConfig, load_config
+from recon.errors import ConfigError
+
+BASE = {
+    "pipeline": "payments-events",
+    "window": {"size": "1h", "grace": "30m", "settle": "2h"},
+    "thresholds": {"loss_rate": 0.0001},
+    "stages": [
+        {"name": "webhook", "source": "sql", "url": "postgresql+psycopg://app:${APP_PW}@h/app",
+         "table": "webhook_receipts", "id": "event_id", "time": "received_at"},
+        {"name": "kafka", "source": "kafka", "bootstrap": "127.0.0.1:9092", "topic": "events",
+         "id": "key", "consumer_group": "lake-loader"},
+        {"name": "lake", "source": "parquet", "path": "./lake/events", "partitioning": "hive",
+         "id": "event_id", "time": "ingested_at", "thresholds": {"max_lost": 5}},
+    ],
+    "dead_letters": [
+        {"name": "dlq", "stage": "lake", "source": "kafka", "bootstrap": "127.0.0.1:9092",
+         "topic": "events_dead_letter", "id": "header:event_id"},
+    ],
+}
+
+
+def _write(tmp_path: Path, data: dict) -> Path:
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_design_example_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("APP_PW", "s3cret")
+    cfg = load_config(_write(tmp_path, BASE))
+    assert cfg.window.size == timedelta(hours=1) and cfg.window.skew == timedelta(minutes=1)
+    assert "s3cret" in cfg.stages[0].url
+    assert cfg.stages[2].path == str(tmp_path / "lake/events")  # relative to the config file
+    assert cfg.thresholds_for("lake").model_dump() == {"loss_rate": 0.0001, "max_lost": 5}
+    assert cfg.thresholds_for("kafka").model_dump() == {"loss_rate": 0.0001, "max_lost": None}
+
+
+def _broken(change) -> dict:  # type: ignore[no-untyped-def]
+    data = yaml.safe_load(yaml.safe_dump(BASE))
+    change(data)
+    return data
+
+
+BAD = [
+    ("unknown key", lambda d: d["stages"][1].update(topik="x"), "stages.1.kafka.topik"),
+    ("missing stage field", lambda d: d["stages"][1].pop("topic"), "stages.1.kafka.topic"),
+    ("unknown source kind", lambda d: d["stages"][2].update(source="s3"), "stages.2"),
+    ("bad duration", lambda d: d["window"].update(grace="soon"), "window.grace"),
+    ("bad threshold", lambda d: d["thresholds"].update(loss_rate=2), "thresholds.loss_rate"),
+    ("unknown top-level key", lambda d: d.update(alerts={}), "alerts"),
+    ("dead letter for the origin", lambda d: d["dead_letters"][0].update(stage="webhook"),
+     "dead letter dlq"),
+    ("bad kafka id", lambda d: d["stages"][1].update(id="value"), "stages.1.kafka.id"),
+]
+
+
+@pytest.mark.parametrize(("why", "change", "names"), BAD, ids=[b[0] for b in BAD])
+def test_bad_config_exits_2_naming_file_and_key(tmp_path: Path, monkeypatch, capsys, why,
+                                                 change, names) -> None:
+    monkeypatch.setenv("APP_PW", "pw")
+    path = _write(tmp_path, _broken(change))
+    code = main(["run", "--config", str(path), "--start", "2026-11-20T00:00Z",
+                 "--end", "2026-11-20T01:00Z"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert str(path) in err and names in err
+
+
+def test_missing_env_variable_is_named(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.delenv("APP_PW", raising=False)
+    with pytest.raises(ConfigError, match="APP_PW"):
+        load_config(_write(tmp_path, BASE))
+
+
+def test_bad_usage_exits_2(capsys) -> None:
+    assert main(["run", "--config", "x.yaml", "--start", "yesterday", "--end", "now"]) == 2
+    assert main(["frobnicate"]) == 2
+
+
+def test_cli_and_config_do_not_drift() -> None:
+    """Every `recon run` option is a run-time choice, not a pipeline setting in disguise."""
+    run = next(a for a in build_parser()._subparsers._group_actions[0].choices["run"]._actions
+               if False) if False else build_parser()._subparsers._group_actions[0].choices["run"]
+    options = {a.dest for a in run._actions} - {"help"}
+    assert options == {"config", "start", "end", "json", "jobs", "no_store"}
+    assert not options & set(PipelineConfig.model_fields)

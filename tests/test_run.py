@@ -1,0 +1,175 @@
+"""`recon run` end to end on planted pipelines in the real servers."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+import yaml
+
+from recon import api
+from recon.cli import main
+from recon.model import COUNTERS
+from recon.simulate.plant import Targets, pipeline_config, plant
+from recon.simulate.scenario import Scenario, plan
+from recon.simulate.truth import truth
+from recon.store import ResultStore
+
+START = datetime(2026, 11, 20, tzinfo=UTC)
+
+
+def _scenario() -> Scenario:
+    """3 hours x 1000 events, 4 partitions. Hour 0: 1 lost at Kafka (0.1 %, under Kafka's
+    0.2 % threshold). Hour 1 adds 5 % lost at the lake (over its 1 % threshold). Every hour:
+    2 dead letters, 1 % webhook retries, 1 % producer and 1 % lake duplicates, 2 planted late
+    lake writes, 2 orphans. The consumer lags from 02:50: later messages are pending."""
+    return Scenario(
+        start=START, hours=3, events_per_hour=1000, partitions=4, seed=11,
+        kafka_loss=0.001, lake_loss=lambda h: 0.05 if h == 1 else 0.0,
+        dead_letters_per_hour=2, webhook_retries=0.01, producer_duplicates=0.01,
+        lake_duplicates=0.01, late_per_hour=2, orphans_per_hour=2,
+        lag_from=START + timedelta(hours=2, minutes=50),
+    )
+
+
+def _config(tmp_path: Path, targets: Targets, **overrides: object) -> Path:
+    config = pipeline_config(targets, thresholds={"loss_rate": 0.002}, **overrides)
+    config["stages"][2]["thresholds"] = {"loss_rate": 0.01}
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture
+def planted(pg_url: str, bootstrap: str, unique: str, tmp_path: Path):
+    p = plan(_scenario())
+    targets = Targets(pg_url, bootstrap, tmp_path / "lake", unique)
+    plant(p, targets)
+    return p, targets
+
+
+def test_every_counter_of_every_window(planted, tmp_path: Path) -> None:
+    """All counters of all 3 windows (each stage and end to end) equal the simulator's truth;
+    the stored missing IDs are exactly the planted ones; statuses ok / breach / incomplete."""
+    p, targets = planted
+    config = _config(tmp_path, targets)
+    out = tmp_path / "report.json"
+    code = main(["run", "--config", str(config), "--start", "2026-11-20T00:00:00Z",
+                 "--end", "2026-11-20T03:00:00Z", "--json", str(out)])
+    report = json.loads(out.read_text())
+    assert code == 1
+    assert report["pipeline"] == targets.name
+    assert [w["status"] for w in report["windows"]] == ["ok", "breach", "incomplete"]
+    expected = truth(p, timedelta(hours=1), timedelta(minutes=30), timedelta(minutes=1))
+    for window, want in zip(report["windows"], expected, strict=True):
+        assert window["start"] == want.window.start.isoformat().replace("+00:00", "Z")
+        assert window["events"] == want.events == 1000
+        assert [s["stage"] for s in window["stages"]] == ["webhook", "kafka", "lake"]
+        for stage in window["stages"]:
+            got = {k: stage[k] for k in want.stages[stage["stage"]]}
+            assert got == want.stages[stage["stage"]], (window["start"], stage["stage"])
+            assert stage["unreadable"] == 0
+        for name in ("kafka", "lake"):
+            stage = next(s for s in window["stages"] if s["stage"] == name)
+            assert stage["latency_ms"]["max"] == pytest.approx(want.max_latency_ms[name])
+        e2e = window["end_to_end"]
+        lost = sum(s["lost"] for s in window["stages"])
+        assert e2e["lost"] == lost
+        assert e2e["loss_rate"] == lost / 1000
+        assert e2e["upstream"] == e2e["arrived"] + lost + e2e["dead_lettered"] + \
+            e2e["pending"] + e2e["unverifiable"]
+    # Hour 1: the lake lost 5 % of what Kafka delivered -> a lake breach; Kafka is fine.
+    lake = report["windows"][1]["stages"][2]
+    assert (lake["lost"], lake["breach"]) == (50, True)
+    assert report["windows"][1]["stages"][1]["breach"] is False
+
+    store = ResultStore(f"sqlite:///{tmp_path / 'recon-results.sqlite'}")
+    windows = store.windows(targets.name)
+    assert list(windows["status"]) == ["ok", "breach", "incomplete"]
+    for (_, row), want in zip(windows.iterrows(), expected, strict=True):
+        stored = store.missing(row["window_id"])
+        got = {(s, o): set(g["event_id"]) for (s, o), g in stored.groupby(["stage", "outcome"])}
+        assert got == {k: v for k, v in want.missing.items() if v}
+    metrics = store.stage_metrics(targets.name)
+    assert len(metrics) == 3 * 4
+    assert metrics.loc[metrics["stage"] == "lake", "lost"].tolist() == [
+        w.stages["lake"]["lost"] for w in expected]
+
+
+def test_rerun_supersedes_and_keeps_history(planted, pg_url: str, tmp_path: Path) -> None:
+    """Two runs of the same window into PostgreSQL: one latest result, two in history; the
+    missing IDs (COPY path) are stored for both, 50 lost + 2 dead-lettered + 1 at Kafka."""
+    p, targets = planted
+    config = _config(tmp_path, targets, results=pg_url)
+    args = ["run", "--config", str(config), "--start", "2026-11-20T01:00:00Z",
+            "--end", "2026-11-20T02:00:00Z"]
+    assert main(args) == 1
+    assert main(args) == 1
+    store = ResultStore(pg_url)
+    latest = store.windows(targets.name)
+    history = store.windows(targets.name, latest=False)
+    assert (len(latest), len(history)) == (1, 2)
+    assert latest.iloc[0]["window_id"] == history.iloc[1]["window_id"]
+    want = truth(p, timedelta(hours=1), timedelta(minutes=30), timedelta(minutes=1),
+                 START + timedelta(hours=1), START + timedelta(hours=2))[0]
+    for window_id in history["window_id"]:
+        missing = store.missing(window_id)
+        assert len(missing) == sum(len(v) for v in want.missing.values())
+    with store.engine.connect() as conn:
+        rows = conn.execute(sa.text(
+            "SELECT count(*) FROM recon_stage_metrics_latest WHERE pipeline = :p"),
+            {"p": targets.name}).scalar()
+    assert rows == 4
+
+
+def test_source_unreachable_exits_3_and_stores_no_numbers(pg_url, tmp_path: Path) -> None:
+    """Kafka not listening (a closed port): the window is an error with no metrics stored."""
+    targets = Targets(pg_url, "127.0.0.1:1", tmp_path / "lake", "unreachable")
+    config = pipeline_config(targets)
+    for entry in [config["stages"][1], config["dead_letters"][0]]:
+        entry["timeout_s"] = 3
+    (tmp_path / "lake").mkdir()
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(config))
+    # The receipts table must exist so that only Kafka fails.
+    plant_receipts = plan(Scenario(start=START, hours=1, events_per_hour=10))
+    from recon.simulate.plant import write_receipts
+    write_receipts(plant_receipts.receipts, pg_url, targets.receipts_table)
+    out = tmp_path / "r.json"
+    code = main(["run", "--config", str(path), "--start", "2026-11-20T00:00Z",
+                 "--end", "2026-11-20T01:00Z", "--json", str(out)])
+    assert code == 3
+    window = json.loads(out.read_text())["windows"][0]
+    assert window["status"] == "error" and window["stages"] == []
+    assert "127.0.0.1:1" in window["error"]
+    store = ResultStore(f"sqlite:///{tmp_path / 'recon-results.sqlite'}")
+    assert list(store.windows()["status"]) == ["error"]
+    assert store.stage_metrics().empty
+
+
+def test_results_store_unreachable_exits_3(tmp_path: Path, capsys) -> None:
+    targets = Targets("postgresql+psycopg://recon@127.0.0.1:5432/recon", "127.0.0.1:9092",
+                      tmp_path, "x")
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(pipeline_config(
+        targets, results="postgresql+psycopg://recon@127.0.0.1:1/recon")))
+    assert main(["run", "--config", str(path), "--start", "2026-11-20T00:00Z",
+                 "--end", "2026-11-20T01:00Z"]) == 3
+    assert "results store" in capsys.readouterr().err
+
+
+def test_api_returns_dataframes(planted, tmp_path: Path) -> None:
+    """The notebook API on hour 1: 1000 events; 50 lost + 2 dead-lettered at the lake."""
+    p, targets = planted
+    cfg = api.load(_config(tmp_path, targets))
+    result = api.reconcile(cfg, "2026-11-20T01:00:00Z")
+    frame = result.stage_metrics()
+    assert list(frame["stage"]) == ["webhook", "kafka", "lake", "end_to_end"]
+    assert set(COUNTERS) <= set(frame.columns)
+    lake = frame[frame["stage"] == "lake"].iloc[0]
+    assert (lake["lost"], lake["dead_lettered"]) == (50, 2)
+    missing = result.missing(stage="lake", outcome="lost")
+    assert len(missing) == 50 and missing["last_stage"].eq("kafka").all()
