@@ -1,10 +1,10 @@
 """The Python API for notebooks: load a config, reconcile, get pandas DataFrames.
 
-    >>> import recon.api as recon
-    >>> cfg = recon.load("pipeline.yaml")
-    >>> result = recon.reconcile(cfg, "2026-11-27T03:00Z", "2026-11-27T04:00Z")
-    >>> result.stage_metrics()          # one row per window and stage
-    >>> result.missing(stage="lake")    # the missing event IDs and where they were last seen
+>>> import recon.api as recon
+>>> cfg = recon.load("pipeline.yaml")
+>>> result = recon.reconcile(cfg, "2026-11-27T03:00Z", "2026-11-27T04:00Z")
+>>> result.stage_metrics()          # one row per window and stage
+>>> result.missing(stage="lake")    # the missing event IDs and where they were last seen
 """
 
 from __future__ import annotations
@@ -41,18 +41,31 @@ class Reconciliation:
         for w in self.report.windows:
             stages = [*w.stages, w.end_to_end] if w.end_to_end else []
             for position, m in enumerate(stages):
-                rows.append({"window_start": w.window.start, "window_end": w.window.end,
-                             "status": w.status, "position": position, "stage": m.stage,
-                             **{c: getattr(m, c) for c in COUNTERS}, "loss_rate": m.loss_rate,
-                             **{f"latency_{k}_ms": v for k, v in m.latency_ms.items()},
-                             "breach": m.breach})
+                rows.append(
+                    {
+                        "window_start": w.window.start,
+                        "window_end": w.window.end,
+                        "status": w.status,
+                        "position": position,
+                        "stage": m.stage,
+                        **{c: getattr(m, c) for c in COUNTERS},
+                        "loss_rate": m.loss_rate,
+                        **{f"latency_{k}_ms": v for k, v in m.latency_ms.items()},
+                        "breach": m.breach,
+                    }
+                )
         return pd.DataFrame(rows)
 
     def missing(self, stage: str | None = None, outcome: str | None = None) -> pd.DataFrame:
         """Every missing event: the stage where it vanished, the outcome, where last seen."""
-        tables = [w.missing.append_column("window_start", pa.array(
-                      [w.window.start] * w.missing.num_rows, pa.timestamp("us", tz="UTC")))
-                  for w in self.report.windows if w.missing is not None]
+        tables = [
+            w.missing.append_column(
+                "window_start",
+                pa.array([w.window.start] * w.missing.num_rows, pa.timestamp("us", tz="UTC")),
+            )
+            for w in self.report.windows
+            if w.missing is not None
+        ]
         if not tables:
             return pd.DataFrame()
         frame = pa.concat_tables(tables).to_pandas()
@@ -63,8 +76,12 @@ class Reconciliation:
         return frame.reset_index(drop=True)
 
 
-def reconcile(cfg: PipelineConfig | str | os.PathLike[str], start: str | datetime,
-              end: str | datetime | None = None, store: bool = False) -> Reconciliation:
+def reconcile(
+    cfg: PipelineConfig | str | os.PathLike[str],
+    start: str | datetime,
+    end: str | datetime | None = None,
+    store: bool = False,
+) -> Reconciliation:
     """Reconcile [start, end) (one window of the configured size if `end` is omitted).
 
     With `store=True` the results are written to the configured results store,

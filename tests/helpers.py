@@ -18,14 +18,19 @@ def at(hms: str) -> datetime:
     return datetime.fromisoformat(f"2026-11-20T{hms}+00:00")
 
 
-def ledger(rows: list[tuple], name: str = "t", committed: dict[int, int] | None = None,
-           gaps_until: str | None = None) -> LedgerRead:
+def ledger(
+    rows: list[tuple],
+    name: str = "t",
+    committed: dict[int, int] | None = None,
+    gaps_until: str | None = None,
+) -> LedgerRead:
     """rows: (event_id, 'HH:MM:SS') or (event_id, 'HH:MM:SS', partition, offset)."""
     ids = [r[0] for r in rows]
     times = [at(r[1]) for r in rows]
     parts = pa.array([r[2] if len(r) > 2 else None for r in rows], pa.int32())
     offs = pa.array([r[3] if len(r) > 3 else None for r in rows], pa.int64())
-    table = ledger_table(pa.array(ids, pa.string()), pa.array(times, pa.timestamp("us", "UTC")),
-                         name, parts, offs)
+    table = ledger_table(
+        pa.array(ids, pa.string()), pa.array(times, pa.timestamp("us", "UTC")), name, parts, offs
+    )
     gaps = [RetentionGap(name, 0, 10, at(gaps_until))] if gaps_until else []
     return LedgerRead(name, table, [], gaps, committed)

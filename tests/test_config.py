@@ -17,16 +17,41 @@ BASE = {
     "window": {"size": "1h", "grace": "30m", "settle": "2h"},
     "thresholds": {"loss_rate": 0.0001},
     "stages": [
-        {"name": "webhook", "source": "sql", "url": "postgresql+psycopg://app:${APP_PW}@h/app",
-         "table": "webhook_receipts", "id": "event_id", "time": "received_at"},
-        {"name": "kafka", "source": "kafka", "bootstrap": "127.0.0.1:9092", "topic": "events",
-         "id": "key", "consumer_group": "lake-loader"},
-        {"name": "lake", "source": "parquet", "path": "./lake/events", "partitioning": "hive",
-         "id": "event_id", "time": "ingested_at", "thresholds": {"max_lost": 5}},
+        {
+            "name": "webhook",
+            "source": "sql",
+            "url": "postgresql+psycopg://app:${APP_PW}@h/app",
+            "table": "webhook_receipts",
+            "id": "event_id",
+            "time": "received_at",
+        },
+        {
+            "name": "kafka",
+            "source": "kafka",
+            "bootstrap": "127.0.0.1:9092",
+            "topic": "events",
+            "id": "key",
+            "consumer_group": "lake-loader",
+        },
+        {
+            "name": "lake",
+            "source": "parquet",
+            "path": "./lake/events",
+            "partitioning": "hive",
+            "id": "event_id",
+            "time": "ingested_at",
+            "thresholds": {"max_lost": 5},
+        },
     ],
     "dead_letters": [
-        {"name": "dlq", "stage": "lake", "source": "kafka", "bootstrap": "127.0.0.1:9092",
-         "topic": "events_dead_letter", "id": "header:event_id"},
+        {
+            "name": "dlq",
+            "stage": "lake",
+            "source": "kafka",
+            "bootstrap": "127.0.0.1:9092",
+            "topic": "events_dead_letter",
+            "id": "header:event_id",
+        },
     ],
 }
 
@@ -60,19 +85,24 @@ BAD = [
     ("bad duration", lambda d: d["window"].update(grace="soon"), "window.grace"),
     ("bad threshold", lambda d: d["thresholds"].update(loss_rate=2), "thresholds.loss_rate"),
     ("unknown top-level key", lambda d: d.update(alerts={}), "alerts"),
-    ("dead letter for the origin", lambda d: d["dead_letters"][0].update(stage="webhook"),
-     "dead letter dlq"),
+    (
+        "dead letter for the origin",
+        lambda d: d["dead_letters"][0].update(stage="webhook"),
+        "dead letter dlq",
+    ),
     ("bad kafka id", lambda d: d["stages"][1].update(id="value"), "stages.1.kafka.id"),
 ]
 
 
 @pytest.mark.parametrize(("why", "change", "names"), BAD, ids=[b[0] for b in BAD])
-def test_bad_config_exits_2_naming_file_and_key(tmp_path: Path, monkeypatch, capsys, why,
-                                                 change, names) -> None:
+def test_bad_config_exits_2_naming_file_and_key(
+    tmp_path: Path, monkeypatch, capsys, why, change, names
+) -> None:
     monkeypatch.setenv("APP_PW", "pw")
     path = _write(tmp_path, _broken(change))
-    code = main(["run", "--config", str(path), "--start", "2026-11-20T00:00Z",
-                 "--end", "2026-11-20T01:00Z"])
+    code = main(
+        ["run", "--config", str(path), "--start", "2026-11-20T00:00Z", "--end", "2026-11-20T01:00Z"]
+    )
     err = capsys.readouterr().err
     assert code == 2
     assert str(path) in err and names in err
@@ -91,8 +121,13 @@ def test_bad_usage_exits_2(capsys) -> None:
 
 def test_cli_and_config_do_not_drift() -> None:
     """Every `recon run` option is a run-time choice, not a pipeline setting in disguise."""
-    run = next(a for a in build_parser()._subparsers._group_actions[0].choices["run"]._actions
-               if False) if False else build_parser()._subparsers._group_actions[0].choices["run"]
+    run = (
+        next(
+            a for a in build_parser()._subparsers._group_actions[0].choices["run"]._actions if False
+        )
+        if False
+        else build_parser()._subparsers._group_actions[0].choices["run"]
+    )
     options = {a.dest for a in run._actions} - {"help"}
     assert options == {"config", "start", "end", "json", "jobs", "no_store"}
     assert not options & set(PipelineConfig.model_fields)

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from recon.simulate.demo import INCIDENT_HOURS, incident_scenario, run_demo
 from recon.simulate.scenario import plan

@@ -20,27 +20,33 @@ CASES = [
         origin=[("a", "10:00:00"), ("b", "11:00:00")],
         kafka=[("a", "10:00:01"), ("b", "11:00:01")],
         lake=[("a", "10:00:02"), ("b", "11:00:02")],
-        expect={"webhook": {"upstream": 1, "arrived": 1},
-                "kafka": {"upstream": 1, "arrived": 1},
-                "lake": {"upstream": 1, "arrived": 1}},
+        expect={
+            "webhook": {"upstream": 1, "arrived": 1},
+            "kafka": {"upstream": 1, "arrived": 1},
+            "lake": {"upstream": 1, "arrived": 1},
+        },
     ),
     dict(
         why="seen at the lake but not in Kafka: seeing it later proves it passed Kafka",
         origin=[("a", "10:10:00")],
         kafka=[],
         lake=[("a", "10:10:02")],
-        expect={"webhook": {"upstream": 1, "arrived": 1},
-                "kafka": {"upstream": 1, "arrived": 1},
-                "lake": {"upstream": 1, "arrived": 1}},
+        expect={
+            "webhook": {"upstream": 1, "arrived": 1},
+            "kafka": {"upstream": 1, "arrived": 1},
+            "lake": {"upstream": 1, "arrived": 1},
+        },
     ),
     dict(
         why="lost at Kafka is charged to the Kafka hop only; the lake hop never saw it",
         origin=[("a", "10:10:00"), ("b", "10:20:00")],
         kafka=[("b", "10:20:01")],
         lake=[("b", "10:20:02")],
-        expect={"webhook": {"upstream": 2, "arrived": 2},
-                "kafka": {"upstream": 2, "arrived": 1, "lost": 1},
-                "lake": {"upstream": 1, "arrived": 1}},
+        expect={
+            "webhook": {"upstream": 2, "arrived": 2},
+            "kafka": {"upstream": 2, "arrived": 1, "lost": 1},
+            "lake": {"upstream": 1, "arrived": 1},
+        },
         missing={("a", "kafka", "lost")},
     ),
     dict(
@@ -49,9 +55,11 @@ CASES = [
         kafka=[("a", "10:10:01"), ("b", "10:20:01")],
         lake=[("b", "10:20:02")],
         dead=[("a", "10:10:02")],
-        expect={"webhook": {"upstream": 2, "arrived": 2},
-                "kafka": {"upstream": 2, "arrived": 2},
-                "lake": {"upstream": 2, "arrived": 1, "dead_lettered": 1}},
+        expect={
+            "webhook": {"upstream": 2, "arrived": 2},
+            "kafka": {"upstream": 2, "arrived": 2},
+            "lake": {"upstream": 2, "arrived": 1, "dead_lettered": 1},
+        },
         missing={("a", "lake", "dead_lettered")},
     ),
     dict(
@@ -60,9 +68,11 @@ CASES = [
         kafka=[("a", "10:10:01")],
         lake=[("a", "10:12:00")],
         dead=[("a", "10:10:02")],
-        expect={"webhook": {"upstream": 1, "arrived": 1},
-                "kafka": {"upstream": 1, "arrived": 1},
-                "lake": {"upstream": 1, "arrived": 1}},
+        expect={
+            "webhook": {"upstream": 1, "arrived": 1},
+            "kafka": {"upstream": 1, "arrived": 1},
+            "lake": {"upstream": 1, "arrived": 1},
+        },
     ),
     dict(
         why="offset at/after the group's committed offset is pending; before it, lost",
@@ -70,9 +80,11 @@ CASES = [
         kafka=[("a", "10:10:01", 0, 4), ("b", "10:20:01", 0, 5), ("c", "10:30:01", 1, 9)],
         committed={0: 5, 1: 3},
         lake=[],
-        expect={"webhook": {"upstream": 3, "arrived": 3},
-                "kafka": {"upstream": 3, "arrived": 3},
-                "lake": {"upstream": 3, "lost": 1, "pending": 2}},
+        expect={
+            "webhook": {"upstream": 3, "arrived": 3},
+            "kafka": {"upstream": 3, "arrived": 3},
+            "lake": {"upstream": 3, "lost": 1, "pending": 2},
+        },
         missing={("a", "lake", "lost"), ("b", "lake", "pending"), ("c", "lake", "pending")},
     ),
     dict(
@@ -82,9 +94,11 @@ CASES = [
         committed={0: 5},
         lake=[],
         dead=[("a", "10:10:02")],
-        expect={"webhook": {"upstream": 1, "arrived": 1},
-                "kafka": {"upstream": 1, "arrived": 1},
-                "lake": {"upstream": 1, "dead_lettered": 1}},
+        expect={
+            "webhook": {"upstream": 1, "arrived": 1},
+            "kafka": {"upstream": 1, "arrived": 1},
+            "lake": {"upstream": 1, "dead_lettered": 1},
+        },
         missing={("a", "lake", "dead_lettered")},
     ),
     dict(
@@ -93,9 +107,11 @@ CASES = [
         kafka=[("c", "10:45:01")],
         kafka_gap_until="10:30:00",
         lake=[("c", "10:45:02")],
-        expect={"webhook": {"upstream": 3, "arrived": 3},
-                "kafka": {"upstream": 3, "arrived": 1, "unverifiable": 1, "lost": 1},
-                "lake": {"upstream": 1, "arrived": 1}},
+        expect={
+            "webhook": {"upstream": 3, "arrived": 3},
+            "kafka": {"upstream": 3, "arrived": 1, "unverifiable": 1, "lost": 1},
+            "lake": {"upstream": 1, "arrived": 1},
+        },
         missing={("a", "kafka", "unverifiable"), ("b", "kafka", "lost")},
     ),
     dict(
@@ -103,30 +119,46 @@ CASES = [
         origin=[("a", "10:59:00"), ("b", "10:30:00")],
         kafka=[("a", "10:59:01"), ("b", "10:30:01")],
         lake=[("a", "11:05:00"), ("b", "10:30:02")],
-        expect={"webhook": {"upstream": 2, "arrived": 2},
-                "kafka": {"upstream": 2, "arrived": 2},
-                "lake": {"upstream": 2, "arrived": 2, "late": 1}},
+        expect={
+            "webhook": {"upstream": 2, "arrived": 2},
+            "kafka": {"upstream": 2, "arrived": 2},
+            "lake": {"upstream": 2, "arrived": 2, "late": 1},
+        },
     ),
     dict(
         why="duplicates are gross minus net, cohort events only; they cannot hide a loss",
         origin=[("a", "10:10:00"), ("a", "10:10:02"), ("b", "10:20:00"), ("z", "09:50:00")],
-        kafka=[("a", "10:10:01"), ("a", "10:10:01"), ("a", "10:10:03"), ("z", "09:50:01"),
-               ("z", "09:50:02")],
+        kafka=[
+            ("a", "10:10:01"),
+            ("a", "10:10:01"),
+            ("a", "10:10:03"),
+            ("z", "09:50:01"),
+            ("z", "09:50:02"),
+        ],
         lake=[("a", "10:10:05"), ("a", "10:10:06")],
-        expect={"webhook": {"upstream": 2, "arrived": 2, "duplicates": 1},
-                "kafka": {"upstream": 2, "arrived": 1, "lost": 1, "duplicates": 2},
-                "lake": {"upstream": 1, "arrived": 1, "duplicates": 1}},
+        expect={
+            "webhook": {"upstream": 2, "arrived": 2, "duplicates": 1},
+            "kafka": {"upstream": 2, "arrived": 1, "lost": 1, "duplicates": 2},
+            "lake": {"upstream": 1, "arrived": 1, "duplicates": 1},
+        },
         missing={("b", "kafka", "lost")},
     ),
     dict(
         why="orphans: stage time in W, no origin row in the searched range",
         origin=[("a", "10:10:00"), ("p", "09:55:00")],
-        kafka=[("a", "10:10:01"), ("x", "10:30:00"), ("x", "10:30:01"), ("y", "11:10:00"),
-               ("p", "10:00:30")],
+        kafka=[
+            ("a", "10:10:01"),
+            ("x", "10:30:00"),
+            ("x", "10:30:01"),
+            ("y", "11:10:00"),
+            ("p", "10:00:30"),
+        ],
         lake=[("a", "10:10:02"), ("x", "10:30:02"), ("w", "10:40:00")],
-        expect={"webhook": {"upstream": 1, "arrived": 1},
-                "kafka": {"upstream": 1, "arrived": 1, "orphans": 1},
-                "lake": {"upstream": 1, "arrived": 1, "orphans": 2}},
+        expect={
+            "webhook": {"upstream": 1, "arrived": 1},
+            "kafka": {"upstream": 1, "arrived": 1, "orphans": 1},
+            "lake": {"upstream": 1, "arrived": 1, "orphans": 2},
+        },
     ),
     dict(
         why="a webhook retry straddling the start belongs to the window of its first receipt",
@@ -141,10 +173,11 @@ CASES = [
 def _compute(case: dict):
     stages = [
         StageInput("webhook", ledger(case["origin"], "receipts")),
-        StageInput("kafka", ledger(case["kafka"], "events", case.get("committed"),
-                                   case.get("kafka_gap_until"))),
-        StageInput("lake", ledger(case["lake"], "lake"),
-                   [ledger(case.get("dead", []), "dlq")]),
+        StageInput(
+            "kafka",
+            ledger(case["kafka"], "events", case.get("committed"), case.get("kafka_gap_until")),
+        ),
+        StageInput("lake", ledger(case["lake"], "lake"), [ledger(case.get("dead", []), "dlq")]),
     ]
     return compute(W, stages)
 
@@ -156,29 +189,39 @@ def test_rule(case: dict) -> None:
         expected = {name: 0 for name in COUNTERS} | case["expect"][metrics.stage]
         got = {name: getattr(metrics, name) for name in COUNTERS}
         assert got == expected, metrics.stage
-    missing = {tuple(r.values()) for r in
-               result.missing.select(["event_id", "stage", "outcome"]).to_pylist()}
+    missing = {
+        tuple(r.values())
+        for r in result.missing.select(["event_id", "stage", "outcome"]).to_pylist()
+    }
     assert missing == case.get("missing", set())
     e2e = result.end_to_end
-    assert e2e.upstream == result.events == e2e.arrived + e2e.lost + e2e.dead_lettered + \
-        e2e.pending + e2e.unverifiable
+    assert (
+        e2e.upstream
+        == result.events
+        == e2e.arrived + e2e.lost + e2e.dead_lettered + e2e.pending + e2e.unverifiable
+    )
 
 
 def test_loss_rate_and_latency() -> None:
     """4 events, 1 lost at the lake: lake loss rate 1/4; latency over arrived events only."""
-    result = _compute(dict(
-        origin=[("a", "10:00:00"), ("b", "10:00:00"), ("c", "10:00:00"), ("d", "10:00:00")],
-        kafka=[("a", "10:00:00.1"), ("b", "10:00:00.2"), ("c", "10:00:00.3"),
-               ("d", "10:00:00.4")],
-        lake=[("a", "10:00:01"), ("b", "10:00:02"), ("c", "10:00:04")],
-    ))
+    result = _compute(
+        dict(
+            origin=[("a", "10:00:00"), ("b", "10:00:00"), ("c", "10:00:00"), ("d", "10:00:00")],
+            kafka=[
+                ("a", "10:00:00.1"),
+                ("b", "10:00:00.2"),
+                ("c", "10:00:00.3"),
+                ("d", "10:00:00.4"),
+            ],
+            lake=[("a", "10:00:01"), ("b", "10:00:02"), ("c", "10:00:04")],
+        )
+    )
     lake = result.stages[2]
     assert (lake.upstream, lake.lost, lake.loss_rate) == (4, 1, 0.25)
     assert lake.latency_ms == {"p50": 2000.0, "p95": 4000.0, "p99": 4000.0, "max": 4000.0}
     assert result.end_to_end.loss_rate == 0.25
     row = result.missing.to_pylist()[0]
-    assert (row["event_id"], row["last_stage"], row["last_location"]) == ("d", "kafka",
-                                                                          "events")
+    assert (row["event_id"], row["last_stage"], row["last_location"]) == ("d", "kafka", "events")
 
 
 def test_empty_window() -> None:

@@ -16,7 +16,10 @@ def test_window_is_half_open_utc_and_splits() -> None:
     w = Window(T, T + timedelta(hours=2, minutes=30))
     parts = w.split(timedelta(hours=1))
     assert [(p.start.hour, p.end.hour, p.end.minute) for p in parts] == [
-        (0, 1, 0), (1, 2, 0), (2, 2, 30)]
+        (0, 1, 0),
+        (1, 2, 0),
+        (2, 2, 30),
+    ]
     with pytest.raises(ValueError, match="not after"):
         Window(T, T)
     naive = Window(datetime(2026, 11, 20), datetime(2026, 11, 21))
@@ -34,11 +37,18 @@ STATUS = [
 ]
 
 
-@pytest.mark.parametrize(("error", "breach", "pending", "unverifiable", "settled", "want", "why"),
-                         STATUS, ids=[s[-1] for s in STATUS])
+@pytest.mark.parametrize(
+    ("error", "breach", "pending", "unverifiable", "settled", "want", "why"),
+    STATUS,
+    ids=[s[-1] for s in STATUS],
+)
 def test_window_status(error, breach, pending, unverifiable, settled, want, why) -> None:
-    assert window_status(error=error, breach=breach, pending=pending,
-                         unverifiable=unverifiable, settled=settled) == want
+    assert (
+        window_status(
+            error=error, breach=breach, pending=pending, unverifiable=unverifiable, settled=settled
+        )
+        == want
+    )
 
 
 def test_exit_codes() -> None:

@@ -27,10 +27,19 @@ def _scenario() -> Scenario:
     2 dead letters, 1 % webhook retries, 1 % producer and 1 % lake duplicates, 2 planted late
     lake writes, 2 orphans. The consumer lags from 02:50: later messages are pending."""
     return Scenario(
-        start=START, hours=3, events_per_hour=1000, partitions=4, seed=11,
-        kafka_loss=0.001, lake_loss=lambda h: 0.05 if h == 1 else 0.0,
-        dead_letters_per_hour=2, webhook_retries=0.01, producer_duplicates=0.01,
-        lake_duplicates=0.01, late_per_hour=2, orphans_per_hour=2,
+        start=START,
+        hours=3,
+        events_per_hour=1000,
+        partitions=4,
+        seed=11,
+        kafka_loss=0.001,
+        lake_loss=lambda h: 0.05 if h == 1 else 0.0,
+        dead_letters_per_hour=2,
+        webhook_retries=0.01,
+        producer_duplicates=0.01,
+        lake_duplicates=0.01,
+        late_per_hour=2,
+        orphans_per_hour=2,
         lag_from=START + timedelta(hours=2, minutes=50),
     )
 
@@ -57,8 +66,19 @@ def test_every_counter_of_every_window(planted, tmp_path: Path) -> None:
     p, targets = planted
     config = _config(tmp_path, targets)
     out = tmp_path / "report.json"
-    code = main(["run", "--config", str(config), "--start", "2026-11-20T00:00:00Z",
-                 "--end", "2026-11-20T03:00:00Z", "--json", str(out)])
+    code = main(
+        [
+            "run",
+            "--config",
+            str(config),
+            "--start",
+            "2026-11-20T00:00:00Z",
+            "--end",
+            "2026-11-20T03:00:00Z",
+            "--json",
+            str(out),
+        ]
+    )
     report = json.loads(out.read_text())
     assert code == 1
     assert report["pipeline"] == targets.name
@@ -79,8 +99,10 @@ def test_every_counter_of_every_window(planted, tmp_path: Path) -> None:
         lost = sum(s["lost"] for s in window["stages"])
         assert e2e["lost"] == lost
         assert e2e["loss_rate"] == lost / 1000
-        assert e2e["upstream"] == e2e["arrived"] + lost + e2e["dead_lettered"] + \
-            e2e["pending"] + e2e["unverifiable"]
+        assert (
+            e2e["upstream"]
+            == e2e["arrived"] + lost + e2e["dead_lettered"] + e2e["pending"] + e2e["unverifiable"]
+        )
     # Hour 1: the lake lost 5 % of what Kafka delivered -> a lake breach; Kafka is fine.
     lake = report["windows"][1]["stages"][2]
     assert (lake["lost"], lake["breach"]) == (50, True)
@@ -96,7 +118,8 @@ def test_every_counter_of_every_window(planted, tmp_path: Path) -> None:
     metrics = store.stage_metrics(targets.name)
     assert len(metrics) == 3 * 4
     assert metrics.loc[metrics["stage"] == "lake", "lost"].tolist() == [
-        w.stages["lake"]["lost"] for w in expected]
+        w.stages["lake"]["lost"] for w in expected
+    ]
 
 
 def test_rerun_supersedes_and_keeps_history(planted, pg_url: str, tmp_path: Path) -> None:
@@ -104,8 +127,15 @@ def test_rerun_supersedes_and_keeps_history(planted, pg_url: str, tmp_path: Path
     missing IDs (COPY path) are stored for both, 50 lost + 2 dead-lettered + 1 at Kafka."""
     p, targets = planted
     config = _config(tmp_path, targets, results=pg_url)
-    args = ["run", "--config", str(config), "--start", "2026-11-20T01:00:00Z",
-            "--end", "2026-11-20T02:00:00Z"]
+    args = [
+        "run",
+        "--config",
+        str(config),
+        "--start",
+        "2026-11-20T01:00:00Z",
+        "--end",
+        "2026-11-20T02:00:00Z",
+    ]
     assert main(args) == 1
     assert main(args) == 1
     store = ResultStore(pg_url)
@@ -113,15 +143,22 @@ def test_rerun_supersedes_and_keeps_history(planted, pg_url: str, tmp_path: Path
     history = store.windows(targets.name, latest=False)
     assert (len(latest), len(history)) == (1, 2)
     assert latest.iloc[0]["window_id"] == history.iloc[1]["window_id"]
-    want = truth(p, timedelta(hours=1), timedelta(minutes=30), timedelta(minutes=1),
-                 START + timedelta(hours=1), START + timedelta(hours=2))[0]
+    want = truth(
+        p,
+        timedelta(hours=1),
+        timedelta(minutes=30),
+        timedelta(minutes=1),
+        START + timedelta(hours=1),
+        START + timedelta(hours=2),
+    )[0]
     for window_id in history["window_id"]:
         missing = store.missing(window_id)
         assert len(missing) == sum(len(v) for v in want.missing.values())
     with store.engine.connect() as conn:
-        rows = conn.execute(sa.text(
-            "SELECT count(*) FROM recon_stage_metrics_latest WHERE pipeline = :p"),
-            {"p": targets.name}).scalar()
+        rows = conn.execute(
+            sa.text("SELECT count(*) FROM recon_stage_metrics_latest WHERE pipeline = :p"),
+            {"p": targets.name},
+        ).scalar()
     assert rows == 4
 
 
@@ -137,10 +174,22 @@ def test_source_unreachable_exits_3_and_stores_no_numbers(pg_url, tmp_path: Path
     # The receipts table must exist so that only Kafka fails.
     plant_receipts = plan(Scenario(start=START, hours=1, events_per_hour=10))
     from recon.simulate.plant import write_receipts
+
     write_receipts(plant_receipts.receipts, pg_url, targets.receipts_table)
     out = tmp_path / "r.json"
-    code = main(["run", "--config", str(path), "--start", "2026-11-20T00:00Z",
-                 "--end", "2026-11-20T01:00Z", "--json", str(out)])
+    code = main(
+        [
+            "run",
+            "--config",
+            str(path),
+            "--start",
+            "2026-11-20T00:00Z",
+            "--end",
+            "2026-11-20T01:00Z",
+            "--json",
+            str(out),
+        ]
+    )
     assert code == 3
     window = json.loads(out.read_text())["windows"][0]
     assert window["status"] == "error" and window["stages"] == []
@@ -151,19 +200,35 @@ def test_source_unreachable_exits_3_and_stores_no_numbers(pg_url, tmp_path: Path
 
 
 def test_results_store_unreachable_exits_3(tmp_path: Path, capsys) -> None:
-    targets = Targets("postgresql+psycopg://recon@127.0.0.1:5432/recon", "127.0.0.1:9092",
-                      tmp_path, "x")
+    targets = Targets(
+        "postgresql+psycopg://recon@127.0.0.1:5432/recon", "127.0.0.1:9092", tmp_path, "x"
+    )
     path = tmp_path / "p.yaml"
-    path.write_text(yaml.safe_dump(pipeline_config(
-        targets, results="postgresql+psycopg://recon@127.0.0.1:1/recon")))
-    assert main(["run", "--config", str(path), "--start", "2026-11-20T00:00Z",
-                 "--end", "2026-11-20T01:00Z"]) == 3
+    path.write_text(
+        yaml.safe_dump(
+            pipeline_config(targets, results="postgresql+psycopg://recon@127.0.0.1:1/recon")
+        )
+    )
+    assert (
+        main(
+            [
+                "run",
+                "--config",
+                str(path),
+                "--start",
+                "2026-11-20T00:00Z",
+                "--end",
+                "2026-11-20T01:00Z",
+            ]
+        )
+        == 3
+    )
     assert "results store" in capsys.readouterr().err
 
 
 def test_api_returns_dataframes(planted, tmp_path: Path) -> None:
     """The notebook API on hour 1: 1000 events; 50 lost + 2 dead-lettered at the lake."""
-    p, targets = planted
+    _, targets = planted
     cfg = api.load(_config(tmp_path, targets))
     result = api.reconcile(cfg, "2026-11-20T01:00:00Z")
     frame = result.stage_metrics()

@@ -51,8 +51,12 @@ def test_reads_exactly_the_window(pg_url: str, unique: str, column_type: str) ->
 
 def test_query_source_and_empty_range(pg_url: str, unique: str) -> None:
     _table(pg_url, unique, "timestamptz", [(i, t + "+00") for i, t in ROWS])
-    cfg = sql.Config(name="w", source="sql", url=pg_url,
-                     query=f"SELECT event_id, received_at FROM {unique} WHERE event_id <> 'dup'")
+    cfg = sql.Config(
+        name="w",
+        source="sql",
+        url=pg_url,
+        query=f"SELECT event_id, received_at FROM {unique} WHERE event_id <> 'dup'",
+    )
     assert sql.read(cfg, W).table.num_rows == 2
     empty = Window(at("12:00:00"), at("13:00:00"))
     assert sql.read(cfg, empty).table.num_rows == 0
@@ -65,7 +69,12 @@ def test_missing_table_is_an_error(pg_url: str, unique: str) -> None:
 
 
 def test_unreachable_server_is_an_error_not_an_empty_table() -> None:
-    cfg = sql.Config(name="w", source="sql", url="postgresql+psycopg://recon@127.0.0.1:1/recon",
-                     table="x", connect_timeout_s=2)
-    with pytest.raises(SourceError, match="127.0.0.1"):
+    cfg = sql.Config(
+        name="w",
+        source="sql",
+        url="postgresql+psycopg://recon@127.0.0.1:1/recon",
+        table="x",
+        connect_timeout_s=2,
+    )
+    with pytest.raises(SourceError, match=r"127\.0\.0\.1"):
         sql.read(cfg, W)

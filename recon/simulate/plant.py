@@ -157,8 +157,12 @@ def _await_leaders(admin: AdminClient, topic: str, partitions: int) -> None:
     """Creation returns before every partition has a leader; producing then would fail."""
     for _ in range(100):
         meta = admin.list_topics(topic, timeout=10).topics.get(topic)
-        if meta is not None and meta.error is None and len(meta.partitions) == partitions and \
-                all(p.leader >= 0 for p in meta.partitions.values()):
+        if (
+            meta is not None
+            and meta.error is None
+            and len(meta.partitions) == partitions
+            and all(p.leader >= 0 for p in meta.partitions.values())
+        ):
             return
         time.sleep(0.1)
     raise RuntimeError(f"topic {topic} has no leader for every partition after 10 s")
