@@ -121,13 +121,8 @@ def test_bad_usage_exits_2(capsys) -> None:
 
 def test_cli_and_config_do_not_drift() -> None:
     """Every `recon run` option is a run-time choice, not a pipeline setting in disguise."""
-    run = (
-        next(
-            a for a in build_parser()._subparsers._group_actions[0].choices["run"]._actions if False
-        )
-        if False
-        else build_parser()._subparsers._group_actions[0].choices["run"]
-    )
+    subcommands = next(a for a in build_parser()._actions if a.dest == "command")
+    run = subcommands.choices["run"]
     options = {a.dest for a in run._actions} - {"help"}
     assert options == {"config", "start", "end", "json", "jobs", "no_store"}
     assert not options & set(PipelineConfig.model_fields)
