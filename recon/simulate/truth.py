@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-import numpy as np
+import pandas as pd
 import pyarrow.compute as pc
 
 from recon.model import Window
@@ -56,23 +56,24 @@ def window_truth(p: Plan, window: Window, grace: timedelta, skew: timedelta) -> 
     lo, hi = start - int(skew.total_seconds() * 1e6), end + int(grace.total_seconds() * 1e6)
     orphan_ids = set(ids[orphan])
 
+    origin_of = pd.Series(origin[cohort], index=ids[cohort])
+
     def downstream(row_ids, row_us, arrived_mask):  # type: ignore[no-untyped-def]
-        in_range = (row_us >= lo) & (row_us < hi)
-        rows = np.fromiter((i in cohort_ids for i in row_ids), bool, len(row_ids)) & in_range
-        first: dict[str, int] = {}
-        for i, t in zip(row_ids[rows], row_us[rows], strict=True):
-            first[i] = min(first.get(i, t), t)
-        in_wt = (row_us >= start) & (row_us < end)
-        orphans = len({i for i in row_ids[in_wt] if i in orphan_ids})
-        arrived = set(ids[arrived_mask & cohort])
-        late = sum(1 for i in arrived if first[i] >= end)
-        o = dict(zip(ids[cohort], origin[cohort], strict=True))
-        max_lat = max(((first[i] - o[i]) / 1000 for i in arrived), default=0.0)
-        return {
-            "duplicates": int(rows.sum()) - len(first),
+        rows = pd.DataFrame({"id": row_ids, "t": row_us})
+        in_range = rows[(rows.t >= lo) & (rows.t < hi) & rows.id.isin(cohort_ids)]
+        first = in_range.groupby("id").t.min()
+        in_wt = rows[(rows.t >= start) & (rows.t < end) & rows.id.isin(orphan_ids)]
+        arrived = ids[arrived_mask & cohort]
+        first_arrived = first.reindex(arrived)
+        late = int((first_arrived >= end).sum())
+        lat = (first_arrived - origin_of.reindex(arrived)).max()
+        max_lat = 0.0 if pd.isna(lat) else float(lat) / 1000
+        extra = {
+            "duplicates": len(in_range) - len(first),
             "late": late,
-            "orphans": orphans,
-        }, max_lat
+            "orphans": int(in_wt.id.nunique()),
+        }
+        return extra, max_lat
 
     def count(mask):  # type: ignore[no-untyped-def]
         return int((mask & cohort).sum())
