@@ -218,6 +218,7 @@ def _check_offsets(bootstrap: str, topic: str, kafka: pa.Table) -> None:
 
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "recon-plant-check"})
     try:
+        consumer.list_topics(topic, timeout=30)  # a new client must learn the topic first
         parts = kafka["partition"].to_numpy()
         for p in np.unique(parts):
             _, high = consumer.get_watermark_offsets(TopicPartition(topic, int(p)), timeout=30)
