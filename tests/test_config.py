@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from pathlib import Path
 
@@ -126,3 +127,23 @@ def test_cli_and_config_do_not_drift() -> None:
     options = {a.dest for a in run._actions} - {"help"}
     assert options == {"config", "start", "end", "json", "jobs", "no_store"}
     assert not options & set(PipelineConfig.model_fields)
+
+
+def test_committed_suite_matches_the_example_config() -> None:
+    """expectations/payments-events.json is what examples/pipeline.yaml's thresholds give."""
+    from recon.checks.expectations import ensure_suite, suite_spec
+
+    cfg = load_config(Path(__file__).parent.parent / "examples" / "pipeline.yaml")
+    assert ensure_suite(cfg) == json.loads(json.dumps(suite_spec(cfg)))
+
+
+def test_suite_that_disagrees_with_the_config_stops_the_run(tmp_path: Path, monkeypatch) -> None:
+    """The suite was generated at loss_rate 0.0001; the config now says 0.01: exit code 2."""
+    from recon.checks.expectations import ensure_suite
+
+    monkeypatch.setenv("APP_PW", "pw")
+    ensure_suite(load_config(_write(tmp_path, BASE)))
+    loosened = _broken(lambda d: d["thresholds"].update(loss_rate=0.01))
+    with pytest.raises(ConfigError, match="differ from the config") as info:
+        ensure_suite(load_config(_write(tmp_path, loosened)))
+    assert info.value.exit_code == 2
