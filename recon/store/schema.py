@@ -13,6 +13,8 @@ from sqlalchemy import (
     Text,
 )
 
+from recon.model import COUNTERS
+
 metadata = MetaData()
 TS = DateTime(timezone=True)
 
@@ -45,18 +47,8 @@ windows = Table(
     Column("is_latest", Boolean, nullable=False),
 )
 
-COUNTER_COLUMNS = (
-    "upstream",
-    "arrived",
-    "lost",
-    "dead_lettered",
-    "pending",
-    "unverifiable",
-    "late",
-    "duplicates",
-    "orphans",
-    "unreadable",
-)
+# One column per counter, in the model's order.
+COUNTER_COLUMNS = COUNTERS
 stage_metrics = Table(
     "recon_stage_metrics",
     metadata,
