@@ -77,7 +77,12 @@ def client_conf(cfg: Config) -> dict[str, Any]:
     return {"bootstrap.servers": cfg.bootstrap, **cfg.client}
 
 
-def _consumer(cfg: Config) -> Consumer:
+def _consumer(cfg: Config, largest_range: int = 100_000) -> Consumer:
+    # librdkafka prefetches per partition, also past the range's end: size fetches
+    # and the prefetch queue to the largest partition range (~256 B a message), so
+    # a small window reads little beyond its end and a big one fetches in bulk.
+    prefetch = min(max(largest_range, 1_000), 100_000)
+    fetch_bytes = min(max(largest_range * 256, 1 << 20), 16 << 20)
     return Consumer(
         {
             **client_conf(cfg),
@@ -89,7 +94,8 @@ def _consumer(cfg: Config) -> Consumer:
             # An offset that vanished under us must fail, never silently jump.
             "auto.offset.reset": "error",
             "fetch.max.bytes": 64 << 20,
-            "max.partition.fetch.bytes": 16 << 20,
+            "max.partition.fetch.bytes": fetch_bytes,
+            "queued.min.messages": prefetch,
             "queued.max.messages.kbytes": 512 << 10,
         }
     )
@@ -136,14 +142,20 @@ def offset_ranges(consumer: Consumer, cfg: Config, window: Window) -> list[Offse
 
 def read(cfg: Config, window: Window) -> LedgerRead:
     """Messages of the topic with record timestamps in `window`, by partition and offset."""
-    consumer = _consumer(cfg)
     try:
-        ranges = offset_ranges(consumer, cfg, window)
-        fetched = _fetch(consumer, cfg, ranges)
+        consumer = _consumer(cfg)
+        try:
+            ranges = offset_ranges(consumer, cfg, window)
+        finally:
+            consumer.close()
+        largest = max((r.end - r.start for r in ranges), default=0)
+        consumer = _consumer(cfg, largest)
+        try:
+            fetched = _fetch(consumer, cfg, ranges)
+        finally:
+            consumer.close()
     except KafkaException as exc:
         raise SourceError(f"{describe(cfg)}: {exc.args[0]}") from exc
-    finally:
-        consumer.close()
     table, bad = _extract_ids(cfg, fetched)
     gaps = _retention_gaps(cfg, ranges, fetched, window)
     committed = (
@@ -155,6 +167,10 @@ def read(cfg: Config, window: Window) -> LedgerRead:
 def _fetch(consumer: Consumer, cfg: Config, ranges: list[OffsetRange]) -> pa.Table:
     """Read exactly [start, end) of every partition; columns partition/offset/ts_ms/raw."""
     todo = {r.partition: r.end for r in ranges if r.start < r.end}
+    # librdkafka's batch consume waits for the whole timeout unless it fills the
+    # batch, so never ask for more than can still come (an upper bound: transaction
+    # markers and compacted offsets take offsets without delivering a message).
+    expected = sum(r.end - r.start for r in ranges if r.start < r.end)
     batches: list[pa.RecordBatch] = []
     if not todo:
         return _raw_batch([], [], [], [])
@@ -167,7 +183,7 @@ def _fetch(consumer: Consumer, cfg: Config, ranges: list[OffsetRange]) -> pa.Tab
     pick = _picker(cfg.id)
     last_progress = time.monotonic()
     while todo:
-        msgs = consumer.consume(num_messages=_BATCH, timeout=0.5)
+        msgs = consumer.consume(num_messages=max(1, min(_BATCH, expected)), timeout=0.5)
         if not msgs:
             if time.monotonic() - last_progress > cfg.timeout_s:
                 raise SourceError(
@@ -183,19 +199,21 @@ def _fetch(consumer: Consumer, cfg: Config, ranges: list[OffsetRange]) -> pa.Tab
                 _on_error(consumer, cfg, m, todo)
         if not msgs:
             continue
-        batch = _raw_batch(
-            [m.partition() for m in msgs],
-            [m.offset() for m in msgs],
-            [m.timestamp()[1] for m in msgs],
-            [pick(m) for m in msgs],
+        part = np.fromiter((m.partition() for m in msgs), np.int32, len(msgs))
+        off = np.fromiter((m.offset() for m in msgs), np.int64, len(msgs))
+        keep, done = _clip(part, off, ends, todo)
+        if not keep.all():  # prefetched past the end: copy nothing more out of those
+            msgs = [m for m, k in zip(msgs, keep.tolist(), strict=True) if k]
+            part, off = part[keep], off[keep]
+        batches.append(
+            _raw_batch(part, off, [m.timestamp()[1] for m in msgs], [pick(m) for m in msgs])
         )
-        batch, done = _clip(batch, ends, todo)
-        batches.append(batch)
+        expected -= len(msgs)
         _finish(consumer, cfg, done, todo)
     return pa.Table.from_batches(batches) if batches else _raw_batch([], [], [], [])
 
 
-def _raw_batch(part: list, off: list, ts: list, raw: list) -> pa.RecordBatch:
+def _raw_batch(part: Any, off: Any, ts: list, raw: list) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays(
         [
             pa.array(part, pa.int32()),
@@ -208,18 +226,13 @@ def _raw_batch(part: list, off: list, ts: list, raw: list) -> pa.RecordBatch:
 
 
 def _clip(
-    batch: pa.RecordBatch, ends: np.ndarray, todo: dict[int, int]
-) -> tuple[pa.RecordBatch, list[int]]:
-    """Drop records at or past their partition's end offset; say which partitions are done."""
-    part = batch.column(0).to_numpy()
-    off = batch.column(1).to_numpy()
+    part: np.ndarray, off: np.ndarray, ends: np.ndarray, todo: dict[int, int]
+) -> tuple[np.ndarray, list[int]]:
+    """Which records are before their partition's end offset; which partitions are done."""
     end = ends[part]
-    keep = off < end
     reached = part[off >= end - 1]
     done = sorted(set(np.unique(reached).tolist()) & todo.keys())
-    if not keep.all():
-        batch = batch.filter(pa.array(keep))
-    return batch, done
+    return off < end, done
 
 
 def _finish(consumer: Consumer, cfg: Config, done: list[int], todo: dict[int, int]) -> None:

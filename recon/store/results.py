@@ -13,6 +13,7 @@ from typing import Any
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -206,13 +207,22 @@ class ResultStore:
             ]
         )
         if self.is_sqlite:
-            rows = table.to_pylist()
-            for row in rows:
-                row["window_id"] = window_id
-                for k in ("origin_time", "last_seen_at"):
-                    if row[k] is not None:
-                        row[k] = _naive_utc(row[k])
-            conn.execute(t.missing_events.insert(), rows)
+            # Arrow formats the times as SQLAlchemy's SQLite DateTime stores them ("%S" keeps
+            # the microseconds); the driver's executemany takes plain tuples.
+            columns = [
+                pc.strftime(table[c], "%Y-%m-%d %H:%M:%S")
+                if pa.types.is_timestamp(table[c].type)
+                else table[c]
+                for c in table.column_names
+            ]
+            rows = list(
+                zip([window_id] * table.num_rows, *(c.to_pylist() for c in columns), strict=True)
+            )
+            names = ", ".join(table.column_names)
+            marks = ", ".join("?" * (table.num_columns + 1))
+            conn.exec_driver_sql(
+                f"INSERT INTO recon_missing_events (window_id, {names}) VALUES ({marks})", rows
+            )
             return
         # PostgreSQL: COPY inside the window's transaction; Arrow writes the CSV.
         buffer = io.BytesIO()
