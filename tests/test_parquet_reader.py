@@ -68,6 +68,8 @@ def test_day_partitions_and_empty_range(tmp_path: Path) -> None:
     root = tmp_path / "lake"
     _write(root / "dt=2026-11-20/part-0.parquet", ["a", "b"], ["10:05:00", "23:00:00"])
     assert parquet.read(_cfg(root), W).table.column("event_id").to_pylist() == ["a"]
+    by_uri = parquet.Config(name="l", source="parquet", path=f"file://{root}")
+    assert parquet.read(by_uri, W).table.column("event_id").to_pylist() == ["a"]
     empty = Window(at("00:00:00").replace(day=21), at("01:00:00").replace(day=21))
     assert parquet.read(_cfg(root), empty).table.num_rows == 0
 

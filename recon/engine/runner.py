@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import uuid
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -26,7 +27,7 @@ class RunReport:
     """The outcome of `recon run`: one result per window, and the run's exit code."""
 
     pipeline: str
-    run_id: str | None
+    run_id: str
     windows: list[WindowResult] = field(default_factory=list)
 
     @property
@@ -139,7 +140,7 @@ def run(
     """Reconcile every window of [start, end), gate it, store it; returns the report."""
     windows = Window(start, end).split(cfg.window.size)
     suite = ensure_suite(cfg)  # configuration problems surface before any reading
-    run_id = None
+    run_id = str(uuid.uuid4())
     if store is not None:
         store.upgrade()  # an unreachable store fails the run before any work
         run_id = store.start_run(cfg.pipeline, start, end, config_digest(cfg))
@@ -158,6 +159,6 @@ def run(
         if store is not None:
             store.save_window(result, thresholds)
     report = RunReport(cfg.pipeline, run_id, results)
-    if store is not None and run_id is not None:
+    if store is not None:
         store.finish_run(run_id, {0: "ok", 1: "breach", 3: "error"}[report.exit_code])
     return report

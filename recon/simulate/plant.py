@@ -138,7 +138,11 @@ def write_receipts(receipts: pa.Table, pg_url: str, table: str) -> None:
 def create_topic(bootstrap: str, topic: str, partitions: int) -> None:
     """A fresh topic; old record timestamps must not be deleted, so retention is infinite."""
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    admin.delete_topics([topic], operation_timeout=30)
+    try:  # wait for it: a deletion still in flight could remove the topic created below
+        admin.delete_topics([topic], operation_timeout=30)[topic].result(60)
+    except KafkaException as exc:
+        if exc.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
+            raise
     config = {"retention.ms": "-1", "message.timestamp.type": "CreateTime"}
     for attempt in range(60):
         future = admin.create_topics([NewTopic(topic, partitions, 1, config=config)])[topic]
