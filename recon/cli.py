@@ -7,13 +7,15 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 
 from recon.errors import ConfigError, ReconError
+from recon.store import ResultStore, store_url
 from recon.timeutil import parse_instant
 
 
-def _instant(text: str):  # type: ignore[no-untyped-def]
+def _instant(text: str) -> datetime:
     try:
         return parse_instant(text)
     except ValueError as exc:
@@ -61,9 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _store(config_path: Path, results: str | None):  # type: ignore[no-untyped-def]
-    from recon.store import ResultStore, store_url
-
+def _store(config_path: Path, results: str | None) -> ResultStore:
     return ResultStore(store_url(results, config_path.resolve().parent))
 
 
@@ -91,7 +91,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_db(args: argparse.Namespace) -> int:
     """`recon db upgrade`: apply the results-store migrations."""
     from recon.config import load_config
-    from recon.store import ResultStore
 
     if args.url:
         store = ResultStore(args.url)

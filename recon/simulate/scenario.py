@@ -138,7 +138,20 @@ def _late(
     return late
 
 
-def _with_orphans(rng, s, ids, origin, fate, kafka_ms, lake_us, orphan, start_us):  # type: ignore[no-untyped-def]
+Arrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+def _with_orphans(
+    rng: np.random.Generator,
+    s: Scenario,
+    ids: np.ndarray,
+    origin: np.ndarray,
+    fate: np.ndarray,
+    kafka_ms: np.ndarray,
+    lake_us: np.ndarray,
+    orphan: np.ndarray,
+    start_us: int,
+) -> Arrays:
     """Append events that reach Kafka and the lake but have no receipt (origin log gap)."""
     k = s.orphans_per_hour * s.hours
     if not k:
@@ -158,7 +171,17 @@ def _with_orphans(rng, s, ids, origin, fate, kafka_ms, lake_us, orphan, start_us
     )
 
 
-def _rows(rng, s, ids, origin, fate, partition, kafka_ms, lake_us, orphan) -> Plan:  # type: ignore[no-untyped-def]
+def _rows(
+    rng: np.random.Generator,
+    s: Scenario,
+    ids: np.ndarray,
+    origin: np.ndarray,
+    fate: np.ndarray,
+    partition: np.ndarray,
+    kafka_ms: np.ndarray,
+    lake_us: np.ndarray,
+    orphan: np.ndarray,
+) -> Plan:
     n = len(ids)
     # Webhook retries: the same event received again 1-3 s later.
     has_receipt = ~orphan

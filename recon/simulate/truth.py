@@ -10,7 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from recon.model import Window
@@ -31,7 +33,7 @@ class WindowTruth:
     max_latency_ms: dict[str, float] = field(default_factory=dict)
 
 
-def _np(table, column):  # type: ignore[no-untyped-def]
+def _np(table: pa.Table, column: str) -> np.ndarray:
     return table[column].to_numpy(zero_copy_only=False)
 
 
@@ -58,7 +60,9 @@ def window_truth(p: Plan, window: Window, grace: timedelta, skew: timedelta) -> 
 
     origin_of = pd.Series(origin[cohort], index=ids[cohort])
 
-    def downstream(row_ids, row_us, arrived_mask):  # type: ignore[no-untyped-def]
+    def downstream(
+        row_ids: np.ndarray, row_us: np.ndarray, arrived_mask: np.ndarray
+    ) -> tuple[dict[str, int], float]:
         rows = pd.DataFrame({"id": row_ids, "t": row_us})
         in_range = rows[(rows.t >= lo) & (rows.t < hi) & rows.id.isin(cohort_ids)]
         first = in_range.groupby("id").t.min()
@@ -75,7 +79,7 @@ def window_truth(p: Plan, window: Window, grace: timedelta, skew: timedelta) -> 
         }
         return extra, max_lat
 
-    def count(mask):  # type: ignore[no-untyped-def]
+    def count(mask: np.ndarray) -> int:
         return int((mask & cohort).sum())
 
     k_extra, k_lat = downstream(k_ids, k_us, fate != LOST_KAFKA)
