@@ -77,7 +77,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.end <= args.start:
         raise ConfigError("--end must be after --start")
     store = None if args.no_store else _store(args.config, cfg.results)
-    report = run(cfg, args.start, args.end, store, jobs=args.jobs)
+    report = run(cfg, args.start, args.end, store, jobs=args.jobs, keep_missing=False)
     colour = sys.stdout.isatty()
     for window in report.windows:
         sys.stdout.write(window_table(window, colour) + "\n")

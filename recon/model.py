@@ -18,7 +18,7 @@ LEDGER_SCHEMA = pa.schema(
     [
         pa.field("event_id", pa.string()),
         pa.field("stage_time", pa.timestamp("us", tz="UTC")),
-        pa.field("location", pa.string()),
+        pa.field("location", pa.dictionary(pa.int32(), pa.string())),
         pa.field("partition", pa.int32()),
         pa.field("offset", pa.int64()),
     ]
@@ -77,6 +77,7 @@ class BadRecord:
     where: str  # "topic[partition]@offset", "file:line", "file (3 rows)"
     reason: str
     count: int = 1
+    time: datetime | None = None  # when known: which windows it counts in
 
 
 @dataclass(frozen=True)

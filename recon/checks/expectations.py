@@ -8,6 +8,7 @@ over the metrics of all windows of a run; its failures decide `breach`.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -143,20 +144,27 @@ def validate(spec: dict[str, Any], results: list[WindowResult]) -> None:
                 metric.breach = True
 
 
-def _run_gx(spec: dict[str, Any], frame: pd.DataFrame) -> list[tuple[dict[str, Any], set[int]]]:
-    """Validate with GX; per expectation, the frame indices that failed it."""
+@functools.cache
+def _batch_definition() -> Any:
+    """One ephemeral GX context per process (creating one costs more than validating)."""
     logging.getLogger("great_expectations").setLevel(logging.WARNING)
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
-    batch = (
+    return (
         context.data_sources.add_pandas("recon")
         .add_dataframe_asset("stage_metrics")
         .add_batch_definition_whole_dataframe("run")
-        .get_batch(batch_parameters={"dataframe": frame})
     )
+
+
+def _run_gx(spec: dict[str, Any], frame: pd.DataFrame) -> list[tuple[dict[str, Any], set[int]]]:
+    """Validate with GX; per expectation, the frame indices that failed it."""
+    batch = _batch_definition().get_batch(batch_parameters={"dataframe": frame})
+    import great_expectations as gx
+
     suite = gx.ExpectationSuite(
         name=spec["name"],
         expectations=[

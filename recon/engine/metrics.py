@@ -1,28 +1,30 @@
-"""Per-hop loss metrics of one window, computed in DuckDB over the ledgers' Arrow tables.
+"""Per-hop loss metrics of a run of windows, computed in DuckDB over the ledgers' Arrow tables.
 
-The algorithm (DESIGN.md "Semantics"): the cohort is the distinct IDs whose
-first origin time is in the window; an event passed stage i if it is seen at
-stage i or any later stage; each event that did not make it is charged to the
-first hop where it vanished, as dead-lettered, pending, unverifiable or lost,
-in that order of precedence. Everything is on distinct IDs, so duplicates
-cannot hide a loss.
+The algorithm (DESIGN.md "Semantics"): the cohort of window W is the distinct
+IDs whose first origin row in W's origin search range [start - grace,
+end + skew) lies in W; an event passed stage i if it is seen at stage i or any
+later stage within [start - skew, end + grace); each event that did not make
+it is charged to the first hop where it vanished, as dead-lettered, pending,
+unverifiable or lost, in that order of precedence. Everything is on distinct
+IDs, so duplicates cannot hide a loss.
+
+Every window's numbers depend only on rows inside its own search ranges, so
+reconciling windows one at a time or many from one read gives the same result;
+many at once lets each source be read once instead of once per window.
 """
 
 from __future__ import annotations
 
+import os
+import tempfile
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import duckdb
 import pyarrow as pa
 
-from recon.model import LedgerRead, StageMetrics, Window
+from recon.model import BadRecord, LedgerRead, StageMetrics, Window
 
-# A row's place, readable: "topic[2]@1234", a parquet file, or a table name.
-_LOCATION = (
-    "CASE WHEN s.partition IS NULL THEN s.location "
-    "ELSE s.location || '[' || s.partition || ']@' || s.\"offset\" END"
-)
 MISSING_SCHEMA = pa.schema(
     [
         ("event_id", pa.string()),
@@ -34,11 +36,18 @@ MISSING_SCHEMA = pa.schema(
         ("last_location", pa.string()),
     ]
 )
+_TS = pa.timestamp("us", tz="UTC")
+DUCKDB_MEMORY = os.environ.get("RECON_DUCKDB_MEMORY", "1GB")
+# A row's place, kept as a struct while aggregating and formatted only for missing events.
+_PLACE = (
+    "CASE WHEN s.partition IS NULL THEN s.location "
+    "ELSE s.location || '[' || s.partition || ']@' || s.\"offset\" END"
+)
 
 
 @dataclass
 class StageInput:
-    """One stage's reads for a window: its ledger and the dead-letter sinks of its inbound hop."""
+    """One stage's reads: its ledger and the dead-letter sinks of its inbound hop."""
 
     name: str
     ledger: LedgerRead
@@ -55,38 +64,106 @@ class Computed:
     missing: pa.Table  # MISSING_SCHEMA
 
 
-def compute(window: Window, stages: list[StageInput]) -> Computed:
-    """Reconcile one window.
+@dataclass(frozen=True)
+class Ranges:
+    """How far around a window each side is searched."""
 
-    `stages[0]` is the origin, read over [start - grace, end + skew); the others
-    over [start - skew, end + grace).
+    grace: timedelta = timedelta(minutes=30)
+    skew: timedelta = timedelta(minutes=1)
+
+    def origin(self, w: Window) -> Window:
+        """Origin rows that can match the window's events (retries, orphan checks)."""
+        return w.widen(self.grace, self.skew)
+
+    def downstream(self, w: Window) -> Window:
+        """Downstream rows of the window's events: late (grace) and skewed arrivals."""
+        return w.widen(self.skew, self.grace)
+
+
+def compute(window: Window, stages: list[StageInput], ranges: Ranges | None = None) -> Computed:
+    """Reconcile one window (see `compute_many`)."""
+    return compute_many([window], stages, ranges)[0]
+
+
+def compute_many(
+    windows: list[Window], stages: list[StageInput], ranges: Ranges | None = None
+) -> list[Computed]:
+    """Reconcile `windows` from ledgers read over all their search ranges.
+
+    `stages[0]` is the origin. The ledgers may hold rows outside a window's
+    ranges; each window only ever looks at its own.
     """
-    con = duckdb.connect()
+    ranges = ranges or Ranges()
+    con = duckdb.connect(
+        config={
+            "memory_limit": DUCKDB_MEMORY,  # beyond it, joins and aggregates spill to disk
+            "temp_directory": os.path.join(tempfile.gettempdir(), "recon-duckdb"),
+            "preserve_insertion_order": False,
+        }
+    )
     con.execute("SET TimeZone = 'UTC'")
+    con.register("wins", _windows_table(windows, ranges))
     for i, stage in enumerate(stages):
         con.register(f"s{i}", stage.ledger.table)
         dead = [d.table for d in stage.dead_letters]
-        con.register(
-            f"d{i}", pa.concat_tables(dead) if dead else stages[0].ledger.table.slice(0, 0)
-        )
+        con.register(f"d{i}", pa.concat_tables(dead) if dead else stage.ledger.table.slice(0, 0))
         if stage.ledger.committed is not None:
-            committed = pa.table(
-                {
-                    "partition": pa.array(list(stage.ledger.committed), pa.int32()),
-                    "committed": pa.array(list(stage.ledger.committed.values()), pa.int64()),
-                }
+            offsets = stage.ledger.committed
+            con.register(
+                f"c{i}",
+                pa.table(
+                    {
+                        "partition": pa.array(list(offsets), pa.int32()),
+                        "committed": pa.array(list(offsets.values()), pa.int64()),
+                    }
+                ),
             )
-            con.register(f"c{i}", committed)
-    params = {"start": window.start, "end": window.end}
-    cohort_sql, trace_sql = _trace_sql(stages)
-    con.execute(cohort_sql, params)
-    con.execute(trace_sql)
-    events = con.execute("SELECT count(*) FROM trace").fetchall()[0][0]  # type: ignore[index]
-    metrics = [_origin_metrics(con, stages[0], params)]
-    for i in range(1, len(stages)):
-        metrics.append(_hop_metrics(con, stages, i, params))
-    missing = con.sql(_missing_sql(stages)).to_arrow_table().cast(MISSING_SCHEMA)
-    return Computed(events, metrics, _end_to_end(events, metrics), missing)
+    for statement in _trace_sql(stages):
+        con.execute(statement)
+    origin = _origin_counts(con, len(windows))
+    hops = [_hop_counts(con, stages, i, len(windows)) for i in range(1, len(stages))]
+    missing = (
+        con.sql(_missing_sql(stages))
+        .to_arrow_table()
+        .cast(MISSING_SCHEMA.append(pa.field("w", pa.int32())))
+    )
+    results = []
+    for w, window in enumerate(windows):
+        metrics = [StageMetrics(stages[0].name, **origin[w])]
+        metrics += [StageMetrics(stages[i + 1].name, **hop[w]) for i, hop in enumerate(hops)]
+        for stage, m in zip(stages, metrics, strict=True):
+            m.unreadable = _unreadable(stage, window, ranges, origin=stage is stages[0])
+        events = metrics[0].arrived
+        rows = missing.filter(pa.compute.equal(missing["w"], w)).drop_columns(["w"])
+        results.append(Computed(events, metrics, _end_to_end(events, metrics), rows))
+    return results
+
+
+def _windows_table(windows: list[Window], ranges: Ranges) -> pa.Table:
+    columns: dict[str, list[datetime]] = {k: [] for k in ("ws", "we", "olo", "ohi", "dlo", "dhi")}
+    for w in windows:
+        o, d = ranges.origin(w), ranges.downstream(w)
+        for key, value in zip(
+            columns, (w.start, w.end, o.start, o.end, d.start, d.end), strict=True
+        ):
+            columns[key].append(value)
+    table = {k: pa.array(v, _TS) for k, v in columns.items()}
+    return pa.table({"w": pa.array(range(len(windows)), pa.int32()), **table})
+
+
+def _unreadable(stage: StageInput, window: Window, ranges: Ranges, origin: bool) -> int:
+    """Rows without a usable ID in the window's search range (all, when their time is unknown)."""
+    span = ranges.origin(window) if origin else ranges.downstream(window)
+
+    def counted(bad: BadRecord) -> bool:
+        return bad.time is None or span.start <= bad.time < span.end
+
+    return sum(
+        bad.count
+        for read in [stage.ledger, *stage.dead_letters]
+        for bad in read.bad_records
+        if counted(bad)
+    )
 
 
 def _horizon(stage: StageInput) -> datetime | None:
@@ -94,45 +171,57 @@ def _horizon(stage: StageInput) -> datetime | None:
     return max((gap.until for gap in stage.ledger.gaps), default=None)
 
 
-def _aggregate(i: int, stage: StageInput, source: str) -> str:
-    """Per cohort event at stage i: first time, rows, first place, and whether in flight.
+def _inflight(i: int, stage: StageInput) -> tuple[str, str]:
+    """(aggregate, join): whether a copy is at or beyond the consumer group's committed offset."""
+    if stage.ledger.committed is None:
+        return "FALSE", ""
+    return (
+        'bool_or(s."offset" >= coalesce(c.committed, 0))',
+        f"LEFT JOIN c{i} c ON c.partition = s.partition",
+    )
 
-    In flight: a consumer group is set and one of the event's copies is at or
-    beyond the group's committed offset.
+
+def _trace_sql(stages: list[StageInput]) -> list[str]:
+    """Statements that build `trace`, a row per (window, cohort event).
+
+    Each row says where the event was seen, and the hop and outcome of its loss.
     """
-    inflight = "FALSE"
-    join = ""
-    if stage.ledger.committed is not None:
-        inflight = 'bool_or(s."offset" >= coalesce(c.committed, 0))'
-        join = f"LEFT JOIN c{i} c ON c.partition = s.partition"
-    return f"""
-        SELECT s.event_id, min(s.stage_time) AS t, count(*) AS n,
-               arg_min({_LOCATION}, s.stage_time) AS loc, {inflight} AS inflight
-        FROM s{i} s {join}
-        WHERE s.event_id IN (SELECT event_id FROM {source})
-        GROUP BY s.event_id"""
-
-
-def _trace_sql(stages: list[StageInput]) -> tuple[str, str]:
-    """A row per cohort event with where it was seen, and the hop and outcome of its loss."""
+    inflight0, join0 = _inflight(0, stages[0])
+    statements = [
+        # Per window, the origin rows of its search range; the cohort is the IDs whose
+        # first such row is inside the window.
+        f"""CREATE TEMP TABLE origin_seen AS
+            SELECT w.w, s.event_id, min(s.stage_time) AS origin_time, {inflight0} AS f0
+            FROM s0 s JOIN wins w ON s.stage_time >= w.olo AND s.stage_time < w.ohi {join0}
+            GROUP BY w.w, s.event_id""",
+        """CREATE TEMP TABLE cohort AS
+            SELECT o.*, w.ws, w.we, w.dlo, w.dhi FROM origin_seen o JOIN wins w ON o.w = w.w
+            WHERE o.origin_time >= w.ws AND o.origin_time < w.we""",
+    ]
     n = len(stages)
     cols, joins = [], []
     for i in range(1, n):
+        inflight, join = _inflight(i, stages[i])
+        statements.append(f"""CREATE TEMP TABLE a{i} AS
+            SELECT c.w, s.event_id, min(s.stage_time) AS t, count(*) AS n,
+                   {inflight} AS inflight
+            FROM s{i} s JOIN cohort c ON c.event_id = s.event_id
+              AND s.stage_time >= c.dlo AND s.stage_time < c.dhi {join}
+            GROUP BY c.w, s.event_id""")
+        statements.append(f"""CREATE TEMP TABLE x{i} AS
+            SELECT DISTINCT c.w, d.event_id FROM d{i} d JOIN cohort c ON c.event_id = d.event_id
+              AND d.stage_time >= c.dlo AND d.stage_time < c.dhi""")
         cols.append(
-            f"a{i}.t AS t{i}, coalesce(a{i}.n, 0) AS n{i}, a{i}.loc AS loc{i}, "
+            f"a{i}.t AS t{i}, coalesce(a{i}.n, 0) AS n{i}, "
             f"coalesce(a{i}.inflight, FALSE) AS f{i}, x{i}.event_id IS NOT NULL AS dl{i}"
         )
         joins.append(
-            f"LEFT JOIN ({_aggregate(i, stages[i], 'cohort')}) a{i} "
-            f"ON a{i}.event_id = cohort.event_id "
-            f"LEFT JOIN (SELECT DISTINCT event_id FROM d{i}) x{i} "
-            f"ON x{i}.event_id = cohort.event_id"
+            f"LEFT JOIN a{i} ON a{i}.w = c.w AND a{i}.event_id = c.event_id "
+            f"LEFT JOIN x{i} ON x{i}.w = c.w AND x{i}.event_id = c.event_id"
         )
-    passed = [f"t{j} IS NOT NULL" for j in range(n)]
-    passed[0] = "TRUE"
-    passed_expr = {i: " OR ".join(passed[i:]) for i in range(1, n)}
-    hop_cases = " ".join(f"WHEN NOT ({passed_expr[i]}) THEN {i}" for i in range(1, n))
-    outcome_cases = []
+    passed = {i: " OR ".join(f"t{j} IS NOT NULL" for j in range(i, n)) for i in range(1, n)}
+    hop = " ".join(f"WHEN NOT ({passed[i]}) THEN {i}" for i in range(1, n))
+    outcome = []
     for i in range(1, n):
         horizon = _horizon(stages[i])
         unverifiable = (
@@ -140,110 +229,99 @@ def _trace_sql(stages: list[StageInput]) -> tuple[str, str]:
             if horizon
             else ""
         )
-        outcome_cases.append(
+        outcome.append(
             f"WHEN hop = {i} THEN CASE WHEN dl{i} THEN 'dead_lettered' "
             f"WHEN f{i - 1} THEN 'pending' {unverifiable} ELSE 'lost' END"
         )
-    passed_cols = ", ".join(f"({passed_expr[i]}) AS p{i}" for i in range(1, n))
-    cohort = f"""
-    CREATE TEMP TABLE cohort AS
-      SELECT s.event_id, min(s.stage_time) AS origin_time,
-             arg_min({_LOCATION}, s.stage_time) AS loc0, {_origin_inflight(stages[0])} AS f0
-      FROM s0 s {
-        "LEFT JOIN c0 c ON c.partition = s.partition"
-        if stages[0].ledger.committed is not None
-        else ""
-    }
-      GROUP BY s.event_id
-      HAVING min(s.stage_time) >= $start AND min(s.stage_time) < $end
-    """
-    trace = f"""
-    CREATE TEMP TABLE trace AS
-      SELECT *, CASE {" ".join(outcome_cases)} END AS outcome FROM (
-        SELECT *, TRUE AS p0, {passed_cols}, CASE {hop_cases} END AS hop FROM (
-          SELECT cohort.*, {", ".join(cols)} FROM cohort {" ".join(joins)}
-        )
-      )
-    """
-    return cohort, trace
+    passed_cols = ", ".join(f"({passed[i]}) AS p{i}" for i in range(1, n))
+    statements.append(f"""CREATE TEMP TABLE trace AS
+        SELECT *, CASE {" ".join(outcome)} END AS outcome FROM (
+          SELECT *, TRUE AS p0, {passed_cols}, CASE {hop} END AS hop FROM (
+            SELECT c.*, {", ".join(cols)} FROM cohort c {" ".join(joins)}))""")
+    return statements
 
 
-def _origin_inflight(origin: StageInput) -> str:
-    if origin.ledger.committed is None:
-        return "FALSE"
-    return 'bool_or(s."offset" >= coalesce(c.committed, 0))'
+def _by_window(rows: list[tuple], n: int, names: tuple[str, ...]) -> list[dict]:
+    """Rows keyed by window index -> one dict per window; a window without rows gets zeros."""
+    found = {row[0]: dict(zip(names, row[1:], strict=True)) for row in rows}
+    empty = {name: None if name in ("quantiles", "worst") else 0 for name in names}
+    return [found.get(w, dict(empty)) for w in range(n)]
 
 
-def _origin_metrics(
-    con: duckdb.DuckDBPyConnection, origin: StageInput, params: dict[str, datetime]
-) -> StageMetrics:
+def _origin_counts(con: duckdb.DuckDBPyConnection, n: int) -> list[dict]:
     # Webhook retries: rows in the window minus distinct IDs in the window.
-    rows, distinct = con.execute(
-        "SELECT count(*), count(DISTINCT event_id) FROM s0 "
-        "WHERE stage_time >= $start AND stage_time < $end",
-        params,
-    ).fetchall()[0]  # type: ignore[misc]
-    events = con.execute("SELECT count(*) FROM trace").fetchall()[0][0]  # type: ignore[index]
-    return StageMetrics(
-        origin.name,
-        upstream=events,
-        arrived=events,
-        duplicates=rows - distinct,
-        unreadable=origin.ledger.unreadable,
-    )
+    dups = con.execute("""
+        SELECT w.w, count(*) - count(DISTINCT s.event_id) FROM s0 s
+        JOIN wins w ON s.stage_time >= w.ws AND s.stage_time < w.we GROUP BY w.w""").fetchall()
+    events = con.execute("SELECT w, count(*) FROM cohort GROUP BY w").fetchall()
+    per_window = []
+    for d, e in zip(
+        _by_window(dups, n, ("duplicates",)), _by_window(events, n, ("events",)), strict=True
+    ):
+        count = int(e["events"])
+        per_window.append({"upstream": count, "arrived": count, "duplicates": int(d["duplicates"])})
+    return per_window
 
 
-def _hop_metrics(
-    con: duckdb.DuckDBPyConnection, stages: list[StageInput], i: int, params: dict[str, datetime]
-) -> StageMetrics:
+_HOP = (
+    "upstream",
+    "arrived",
+    "lost",
+    "dead_lettered",
+    "pending",
+    "unverifiable",
+    "late",
+    "duplicates",
+    "quantiles",
+    "worst",
+)
+
+
+def _hop_counts(
+    con: duckdb.DuckDBPyConnection, stages: list[StageInput], i: int, n: int
+) -> list[dict]:
     latency = f"(epoch_us(t{i}) - epoch_us(origin_time)) / 1000.0"
-    row = con.execute(
-        f"""
-        SELECT count(*) FILTER (WHERE p{i - 1}),
+    rows = con.execute(f"""
+        SELECT w, count(*) FILTER (WHERE p{i - 1}),
                count(*) FILTER (WHERE p{i}),
                count(*) FILTER (WHERE hop = {i} AND outcome = 'lost'),
                count(*) FILTER (WHERE hop = {i} AND outcome = 'dead_lettered'),
                count(*) FILTER (WHERE hop = {i} AND outcome = 'pending'),
                count(*) FILTER (WHERE hop = {i} AND outcome = 'unverifiable'),
-               count(*) FILTER (WHERE t{i} >= $end),
+               count(*) FILTER (WHERE t{i} >= we),
                coalesce(sum(n{i}), 0) - count(t{i}),
                quantile_disc({latency}, [0.5, 0.95, 0.99]), max({latency})
-        FROM trace
-        """,
-        {"end": params["end"]},
-    ).fetchall()[0]
-    assert row is not None
-    up, arrived, lost, dead, pending, unverifiable, late, dups, quantiles, worst = row
-    orphans = con.execute(
-        f"""
-        SELECT count(DISTINCT s.event_id) FROM s{i} s
-        WHERE s.stage_time >= $start AND s.stage_time < $end
-          AND NOT EXISTS (SELECT 1 FROM s0 o WHERE o.event_id = s.event_id)
-        """,
-        params,
-    ).fetchall()[0][0]  # type: ignore[index]
-    stage = stages[i]
-    p50, p95, p99 = quantiles or (None, None, None)
-    return StageMetrics(
-        stage.name,
-        upstream=up,
-        arrived=arrived,
-        lost=lost,
-        dead_lettered=dead,
-        pending=pending,
-        unverifiable=unverifiable,
-        late=late,
-        duplicates=int(dups),
-        orphans=orphans,
-        unreadable=stage.ledger.unreadable + sum(d.unreadable for d in stage.dead_letters),
-        latency_ms={"p50": p50, "p95": p95, "p99": p99, "max": worst},
-    )
+        FROM trace GROUP BY w""").fetchall()
+    # Orphans: rows in the window whose ID has no origin row in the window's origin range.
+    orphans = con.execute(f"""
+        SELECT w.w, count(DISTINCT s.event_id) FROM s{i} s
+        JOIN wins w ON s.stage_time >= w.ws AND s.stage_time < w.we
+        ANTI JOIN origin_seen o ON o.w = w.w AND o.event_id = s.event_id
+        GROUP BY w.w""").fetchall()
+    per_window = []
+    for counts, orphan in zip(
+        _by_window(rows, n, _HOP), _by_window(orphans, n, ("orphans",)), strict=True
+    ):
+        quantiles = counts.pop("quantiles") or (None, None, None)
+        worst = counts.pop("worst")
+        per_window.append(
+            {
+                **{k: int(v) for k, v in counts.items()},
+                "orphans": int(orphan["orphans"]),
+                "latency_ms": {
+                    "p50": quantiles[0],
+                    "p95": quantiles[1],
+                    "p99": quantiles[2],
+                    "max": worst,
+                },
+            }
+        )
+    return per_window
 
 
 def _end_to_end(events: int, hops: list[StageMetrics]) -> StageMetrics:
     """Each lost event is charged to exactly one hop, so end-to-end counts are sums."""
-    last = hops[-1]
-    downstream = hops[1:]
+    last, downstream = hops[-1], hops[1:]
     return StageMetrics(
         "end_to_end",
         upstream=events,
@@ -261,15 +339,30 @@ def _end_to_end(events: int, hops: list[StageMetrics]) -> StageMetrics:
 
 
 def _missing_sql(stages: list[StageInput]) -> str:
+    """The missing events with where they were last seen.
+
+    The place (table, file, topic[partition]@offset) is looked up only for the
+    missing events, from the row of their last stage at the time they were seen.
+    """
     names = [s.name for s in stages]
-    stage_name = " ".join(f"WHEN {i} THEN '{names[i]}'" for i in range(1, len(stages)))
-    last_stage = " ".join(f"WHEN {i} THEN '{names[i - 1]}'" for i in range(1, len(stages)))
-    last_time = " ".join(f"WHEN {i} THEN t{i - 1}" for i in range(2, len(stages)))
-    last_loc = " ".join(f"WHEN {i} THEN loc{i - 1}" for i in range(1, len(stages)))
+    n = len(stages)
+    stage_name = " ".join(f"WHEN {i} THEN '{names[i]}'" for i in range(1, n))
+    last_stage = " ".join(f"WHEN {i} THEN '{names[i - 1]}'" for i in range(1, n))
+    last_time = " ".join(f"WHEN {i} THEN t{i - 1}" for i in range(2, n))
+    places = " UNION ALL ".join(
+        f"""SELECT m.w, m.event_id, min({_PLACE}) AS last_location
+            FROM m JOIN s{i - 1} s ON s.event_id = m.event_id AND s.stage_time = m.last_seen_at
+            WHERE m.hop = {i} GROUP BY m.w, m.event_id"""
+        for i in range(1, n)
+    )
     return f"""
-      SELECT event_id, CASE hop {stage_name} END AS stage, outcome, origin_time,
-             CASE hop {last_stage} END AS last_stage,
-             CASE hop WHEN 1 THEN origin_time {last_time} END AS last_seen_at,
-             CASE hop {last_loc} END AS last_location
-      FROM trace WHERE hop IS NOT NULL ORDER BY hop, event_id
+      WITH m AS (
+        SELECT w, event_id, hop, outcome, origin_time,
+               CASE hop WHEN 1 THEN origin_time {last_time} END AS last_seen_at
+        FROM trace WHERE hop IS NOT NULL
+      ), places AS ({places})
+      SELECT m.event_id, CASE m.hop {stage_name} END AS stage, m.outcome, m.origin_time,
+             CASE m.hop {last_stage} END AS last_stage, m.last_seen_at, p.last_location, m.w
+      FROM m LEFT JOIN places p ON p.w = m.w AND p.event_id = m.event_id
+      ORDER BY m.w, m.hop, m.event_id
     """

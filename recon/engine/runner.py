@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import uuid
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -11,15 +12,17 @@ from datetime import UTC, datetime
 
 from recon.checks.expectations import ensure_suite, validate
 from recon.config import PipelineConfig
-from recon.engine.metrics import StageInput, compute
+from recon.engine.metrics import Ranges, StageInput, compute_many
 from recon.engine.rules import is_settled, run_exit_code, window_status
 from recon.errors import SourceError
-from recon.model import LedgerRead, Window, WindowResult
+from recon.model import Window, WindowResult
 from recon.sources import read_ledger
 from recon.sources.base import SourceConfig
 from recon.store import ResultStore
 
 MAX_NOTES_PER_STAGE = 20
+# Rows one read of one source may hold; windows are grouped under it (override: env).
+MAX_ROWS_PER_READ = int(os.environ.get("RECON_MAX_ROWS_PER_READ", "3000000"))
 
 
 @dataclass
@@ -47,21 +50,24 @@ def config_digest(cfg: PipelineConfig) -> str:
     ).hexdigest()[:16]
 
 
-def _read(cfg: SourceConfig, window: Window) -> LedgerRead:
-    return read_ledger(cfg, window)
+def ranges(cfg: PipelineConfig) -> Ranges:
+    """The search ranges around each window, from the config."""
+    return Ranges(grace=cfg.window.grace, skew=cfg.window.skew)
 
 
-def read_window(cfg: PipelineConfig, window: Window) -> list[StageInput]:
-    """Read every stage and dead-letter sink for `window`, concurrently (I/O bound)."""
-    w = cfg.window
-    origin_range = window.widen(w.grace, w.skew)  # origin rows of events seen downstream
-    downstream_range = window.widen(w.skew, w.grace)  # late and skewed arrivals
-    jobs: list[tuple[SourceConfig, Window]] = [(cfg.origin, origin_range)]
-    jobs += [(s, downstream_range) for s in cfg.stages[1:]]
-    jobs += [(d, downstream_range) for d in cfg.dead_letters]
-    with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
-        reads = list(pool.map(lambda job: _read(*job), jobs))
-    by_name = {c.name: r for (c, _), r in zip(jobs, reads, strict=True)}
+def read_span(cfg: PipelineConfig, span: Window) -> list[StageInput]:
+    """Read every stage and dead-letter sink for the windows of `span`, concurrently.
+
+    The origin is read over the span's origin range and the others over its
+    downstream range, which cover the search ranges of every window in it.
+    """
+    r = ranges(cfg)
+    jobs: list[tuple[SourceConfig, Window]] = [(cfg.origin, r.origin(span))]
+    jobs += [(s, r.downstream(span)) for s in cfg.stages[1:]]
+    jobs += [(d, r.downstream(span)) for d in cfg.dead_letters]
+    with ThreadPoolExecutor(max_workers=len(jobs)) as pool:  # I/O bound, GIL released
+        reads = list(pool.map(lambda job: read_ledger(*job), jobs))
+    by_name = {c.name: read for (c, _), read in zip(jobs, reads, strict=True)}
     return [
         StageInput(
             s.name,
@@ -72,47 +78,81 @@ def read_window(cfg: PipelineConfig, window: Window) -> list[StageInput]:
     ]
 
 
-def _notes(stages: list[StageInput]) -> list[str]:
+def _notes(stages: list[StageInput], window: Window, r: Ranges) -> list[str]:
+    """Retention gaps, and the rows without a usable ID that count in this window."""
     notes = []
     for stage in stages:
+        span = r.origin(window) if stage is stages[0] else r.downstream(window)
         for read in [stage.ledger, *stage.dead_letters]:
-            for gap in read.gaps:
-                notes.append(f"{stage.name}: {gap}")
-            if read.bad_records:
-                notes.append(
-                    f"{stage.name}: {read.unreadable} rows without a usable event ID "
-                    f"in {read.source}"
-                )
-                for bad in read.bad_records[:MAX_NOTES_PER_STAGE]:
-                    notes.append(f"{stage.name}:   {bad.where}: {bad.reason}")
-                if len(read.bad_records) > MAX_NOTES_PER_STAGE:
-                    notes.append(
-                        f"{stage.name}:   ... and "
-                        f"{len(read.bad_records) - MAX_NOTES_PER_STAGE} more"
-                    )
+            notes += [f"{stage.name}: {gap}" for gap in read.gaps]
+            bad = [b for b in read.bad_records if b.time is None or span.start <= b.time < span.end]
+            if not bad:
+                continue
+            notes.append(
+                f"{stage.name}: {sum(b.count for b in bad)} rows without a usable "
+                f"event ID in {read.source}"
+            )
+            notes += [f"{stage.name}:   {b.where}: {b.reason}" for b in bad[:MAX_NOTES_PER_STAGE]]
+            if len(bad) > MAX_NOTES_PER_STAGE:
+                notes.append(f"{stage.name}:   ... and {len(bad) - MAX_NOTES_PER_STAGE} more")
     return notes
 
 
-def reconcile_window(cfg: PipelineConfig, window: Window) -> WindowResult:
-    """Compute one window (without the gate).
+def reconcile_windows(cfg: PipelineConfig, windows: list[Window]) -> list[WindowResult]:
+    """Compute consecutive windows from one read of every source (without the gate).
 
-    A source that cannot be read gives an error result with no numbers.
+    A source that cannot be read gives every window an error result with no numbers.
     """
+    span = Window(windows[0].start, windows[-1].end)
     try:
-        stages = read_window(cfg, window)
+        stages = read_span(cfg, span)
     except SourceError as exc:
-        return WindowResult(cfg.pipeline, window, "error", error=str(exc))
-    computed = compute(window, stages)
-    return WindowResult(
-        cfg.pipeline,
-        window,
-        "incomplete",
-        events=computed.events,
-        stages=computed.stages,
-        end_to_end=computed.end_to_end,
-        missing=computed.missing,
-        notes=_notes(stages),
-    )
+        return [WindowResult(cfg.pipeline, w, "error", error=str(exc)) for w in windows]
+    r = ranges(cfg)
+    results = []
+    for window, computed in zip(windows, compute_many(windows, stages, r), strict=True):
+        results.append(
+            WindowResult(
+                cfg.pipeline,
+                window,
+                "incomplete",
+                events=computed.events,
+                stages=computed.stages,
+                end_to_end=computed.end_to_end,
+                missing=computed.missing,
+                notes=_notes(stages, window, r),
+            )
+        )
+    return results
+
+
+def reconcile_window(cfg: PipelineConfig, window: Window) -> WindowResult:
+    """Compute one window (without the gate)."""
+    return reconcile_windows(cfg, [window])[0]
+
+
+def chunk(
+    windows: list[Window], rows_per_window: int, jobs: int, max_rows: int = MAX_ROWS_PER_READ
+) -> list[list[Window]]:
+    """Group consecutive windows so that one read of a source stays under `max_rows` rows.
+
+    Windows are the unit of memory: a chunk never has fewer than one. With
+    several jobs, there are at least as many chunks as jobs when possible.
+    """
+    if not windows:
+        return []
+    size = max(1, (max_rows or MAX_ROWS_PER_READ) // max(rows_per_window, 1))
+    size = min(size, -(-len(windows) // max(jobs, 1)))
+    return [windows[i : i + size] for i in range(0, len(windows), size)]
+
+
+def _largest_read(results: list[WindowResult], stages: int) -> int:
+    """Rows of the largest ledger of a computed window (an estimate for chunking)."""
+    rows = 0
+    for r in results:
+        for m in r.stages[:stages]:
+            rows = max(rows, m.upstream + m.duplicates + m.orphans)
+    return rows
 
 
 def _settle_status(cfg: PipelineConfig, result: WindowResult, now: datetime) -> None:
@@ -136,28 +176,46 @@ def run(
     store: ResultStore | None,
     jobs: int = 1,
     now: datetime | None = None,
+    keep_missing: bool = True,
 ) -> RunReport:
-    """Reconcile every window of [start, end), gate it, store it; returns the report."""
+    """Reconcile every window of [start, end), gate it, store it; returns the report.
+
+    Windows are gated and stored as their chunk completes; with `keep_missing`
+    false the missing IDs are then dropped from memory (they are in the store).
+    """
     windows = Window(start, end).split(cfg.window.size)
     suite = ensure_suite(cfg)  # configuration problems surface before any reading
     run_id = str(uuid.uuid4())
     if store is not None:
         store.upgrade()  # an unreachable store fails the run before any work
         run_id = store.start_run(cfg.pipeline, start, end, config_digest(cfg))
-    if jobs > 1 and len(windows) > 1:
-        with ProcessPoolExecutor(max_workers=jobs) as pool:
-            results = list(pool.map(reconcile_window, [cfg] * len(windows), windows))
-    else:
-        results = [reconcile_window(cfg, w) for w in windows]
-    validate(suite, results)
-    now = now or datetime.now(UTC)
     thresholds = {s.name: cfg.thresholds_for(s.name) for s in cfg.stages[1:]}
     thresholds["end_to_end"] = cfg.thresholds
-    for result in results:
-        result.run_id = run_id
-        _settle_status(cfg, result, now)
-        if store is not None:
-            store.save_window(result, thresholds)
+    now = now or datetime.now(UTC)
+    results: list[WindowResult] = []
+
+    def finish(part: list[WindowResult]) -> None:
+        validate(suite, part)
+        for result in part:
+            result.run_id = run_id
+            _settle_status(cfg, result, now)
+            if store is not None:
+                store.save_window(result, thresholds)
+                if not keep_missing:
+                    result.missing = None
+        results.extend(part)
+
+    # The first window alone tells how big a window's reads are; the rest go in chunks
+    # read once per source (no re-reading of the grace/skew overlap between windows).
+    finish(reconcile_windows(cfg, windows[:1]))
+    chunks = chunk(windows[1:], _largest_read(results, len(cfg.stages)), jobs)
+    if jobs > 1 and len(chunks) > 1:
+        with ProcessPoolExecutor(max_workers=jobs) as pool:
+            for part in pool.map(reconcile_windows, [cfg] * len(chunks), chunks):
+                finish(part)
+    else:
+        for part in chunks:
+            finish(reconcile_windows(cfg, part))
     report = RunReport(cfg.pipeline, run_id, results)
     if store is not None:
         store.finish_run(run_id, {0: "ok", 1: "breach", 3: "error"}[report.exit_code])

@@ -142,10 +142,11 @@ def _typed(cfg: Config, path: str, raw: pa.Table) -> tuple[pa.Table, list[BadRec
     ok = pc.fill_null(ok, False)
     bad = []
     rejected = parsed.filter(pc.invert(ok))
-    for event_id, line, raw_time in zip(
-        *(rejected[c].to_pylist() for c in ("event_id", "line", "raw_time")), strict=True
+    columns = ("event_id", "line", "raw_time", "t")
+    for event_id, line, raw_time, t in zip(
+        *(rejected[c].to_pylist() for c in columns), strict=True
     ):
         reason = f"no {cfg.id}" if not event_id else f"bad {cfg.time}: {raw_time!r}"
-        bad.append(BadRecord(f"{path}:{line}", reason))
+        bad.append(BadRecord(f"{path}:{line}", reason, time=t))
     good = parsed.filter(ok)
     return ledger_table(good["event_id"], good["t"], os.path.basename(path)), bad

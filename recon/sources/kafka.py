@@ -9,6 +9,7 @@ fields out of librdkafka's messages; ID extraction and filtering are columnar.
 
 from __future__ import annotations
 
+import operator
 import time
 import uuid
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient
 from pydantic import Field, field_validator
 
@@ -33,6 +34,7 @@ from recon.sources.base import SourceConfig, ledger_table
 from recon.timeutil import epoch_us
 
 KIND = "kafka"
+_second = operator.itemgetter(1)
 _BATCH = 50_000
 
 
@@ -199,14 +201,17 @@ def _fetch(consumer: Consumer, cfg: Config, ranges: list[OffsetRange]) -> pa.Tab
                 _on_error(consumer, cfg, m, todo)
         if not msgs:
             continue
-        part = np.fromiter((m.partition() for m in msgs), np.int32, len(msgs))
-        off = np.fromiter((m.offset() for m in msgs), np.int64, len(msgs))
+        # map() over the C methods keeps the per-message work out of the interpreter loop.
+        part = np.fromiter(map(Message.partition, msgs), np.int32, len(msgs))
+        off = np.fromiter(map(Message.offset, msgs), np.int64, len(msgs))
         keep, done = _clip(part, off, ends, todo)
         if not keep.all():  # prefetched past the end: copy nothing more out of those
             msgs = [m for m, k in zip(msgs, keep.tolist(), strict=True) if k]
             part, off = part[keep], off[keep]
         batches.append(
-            _raw_batch(part, off, [m.timestamp()[1] for m in msgs], [pick(m) for m in msgs])
+            _raw_batch(
+                part, off, list(map(_second, map(Message.timestamp, msgs))), list(map(pick, msgs))
+            )
         )
         expected -= len(msgs)
         _finish(consumer, cfg, done, todo)
@@ -256,7 +261,7 @@ def _on_error(consumer: Consumer, cfg: Config, msg: Any, todo: dict[int, int]) -
 def _picker(id_spec: str) -> Any:
     """The per-message accessor of the bytes that hold the event ID."""
     if id_spec == "key":
-        return lambda m: m.key()
+        return Message.key
     if id_spec.startswith("header:"):
         name = id_spec.split(":", 1)[1]
 
@@ -267,7 +272,7 @@ def _picker(id_spec: str) -> Any:
             return None
 
         return header
-    return lambda m: m.value()
+    return Message.value
 
 
 def _extract_ids(cfg: Config, raw: pa.Table) -> tuple[pa.Table, list[BadRecord]]:
@@ -279,16 +284,20 @@ def _extract_ids(cfg: Config, raw: pa.Table) -> tuple[pa.Table, list[BadRecord]]
     bad_mask = pc.is_null(ids)
     bad: list[BadRecord] = []
     if pc.any(bad_mask).as_py():
-        rows = raw.select(["partition", "offset"]).append_column("reason", reasons).filter(bad_mask)
+        rows = raw.select(["partition", "offset"]).append_column("reason", reasons)
+        rows = rows.append_column("t", _timestamps(raw["ts_ms"])).filter(bad_mask)
         bad = [
-            BadRecord(f"{cfg.topic}[{p}]@{o}", r)
-            for p, o, r in zip(*(rows[c].to_pylist() for c in rows.column_names), strict=True)
+            BadRecord(f"{cfg.topic}[{p}]@{o}", r, time=t)
+            for p, o, r, t in zip(*(rows[c].to_pylist() for c in rows.column_names), strict=True)
         ]
         keep = pc.invert(bad_mask)
         raw, ids = raw.filter(keep), ids.filter(keep)
-    stage_time = pc.cast(pc.multiply(raw["ts_ms"], 1000), pa.timestamp("us", tz="UTC"))
-    table = ledger_table(ids, stage_time, cfg.topic, raw["partition"], raw["offset"])
+    table = ledger_table(ids, _timestamps(raw["ts_ms"]), cfg.topic, raw["partition"], raw["offset"])
     return table, bad
+
+
+def _timestamps(ts_ms: pa.ChunkedArray) -> pa.ChunkedArray:
+    return pc.cast(pc.multiply(ts_ms, 1000), pa.timestamp("us", tz="UTC"))
 
 
 def _text_ids(raw: pa.ChunkedArray, what: str) -> tuple[pa.ChunkedArray, pa.ChunkedArray]:

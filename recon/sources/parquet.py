@@ -17,6 +17,7 @@ import pyarrow.fs as pafs
 from recon.errors import SourceError
 from recon.model import BadRecord, LedgerRead, Window
 from recon.sources.base import SourceConfig, ledger_table, to_utc_timestamp
+from recon.timeutil import iso
 
 KIND = "parquet"
 
@@ -95,10 +96,11 @@ def read(cfg: Config, window: Window) -> LedgerRead:
         raise SourceError(f"{describe(cfg)}: {exc}") from exc
     tables, bad = [], []
     for path in sorted(files):
-        table, nulls = _read_file(cfg, fs, path, window)
+        table, null_times = _read_file(cfg, fs, path, window)
         tables.append(table)
-        if nulls:
-            bad.append(BadRecord(f"{path} ({nulls} rows)", f"{cfg.id} is null", nulls))
+        bad += [
+            BadRecord(f"{path} row at {iso(t)}", f"{cfg.id} is null", time=t) for t in null_times
+        ]
     if not tables:
         return LedgerRead(
             describe(cfg),
@@ -108,7 +110,9 @@ def read(cfg: Config, window: Window) -> LedgerRead:
     return LedgerRead(describe(cfg), pa.concat_tables(tables), bad)
 
 
-def _read_file(cfg: Config, fs: pafs.FileSystem, path: str, window: Window) -> tuple[pa.Table, int]:
+def _read_file(
+    cfg: Config, fs: pafs.FileSystem, path: str, window: Window
+) -> tuple[pa.Table, list[datetime]]:
     try:
         dataset = ds.dataset(path, filesystem=fs, format="parquet")
         names = dataset.schema.names
@@ -127,8 +131,9 @@ def _read_file(cfg: Config, fs: pafs.FileSystem, path: str, window: Window) -> t
         )
     except (pa.ArrowException, OSError) as exc:
         raise SourceError(f"{describe(cfg)}: cannot read {path}: {exc}") from exc
-    ids = table[cfg.id]
-    nulls = ids.null_count
-    if nulls:
-        table = table.filter(pc.is_valid(ids))
-    return ledger_table(table[cfg.id], to_utc_timestamp(table[cfg.time]), path), nulls
+    times = to_utc_timestamp(table[cfg.time])
+    valid = pc.is_valid(table[cfg.id])
+    null_times = times.filter(pc.invert(valid)).to_pylist() if table[cfg.id].null_count else []
+    if null_times:
+        table, times = table.filter(valid), times.filter(valid)
+    return ledger_table(table[cfg.id], times, path), null_times

@@ -21,6 +21,7 @@ from sqlalchemy.exc import ArgumentError
 from recon.errors import ConfigError, SourceError
 from recon.model import BadRecord, LedgerRead, Window
 from recon.sources.base import SourceConfig, ledger_table
+from recon.timeutil import iso
 
 KIND = "sql"
 _TIMESTAMPTZ_OID = 1184
@@ -136,10 +137,12 @@ def _parse(data: bytes) -> pa.Table:
 
 def _ledger(cfg: Config, table: pa.Table) -> LedgerRead:
     where = cfg.table or "query"
-    bad: list[BadRecord] = []
-    null_ids = table["event_id"].null_count
-    if null_ids:
-        bad.append(BadRecord(f"{where} ({null_ids} rows)", f"{cfg.id} is NULL", null_ids))
-        table = table.filter(pc.is_valid(table["event_id"]))
     stage_time = pc.cast(table["us"], pa.timestamp("us", tz="UTC"))
+    valid = pc.is_valid(table["event_id"])
+    bad = [
+        BadRecord(f"{where} row at {iso(t)}", f"{cfg.id} is NULL", time=t)
+        for t in stage_time.filter(pc.invert(valid)).to_pylist()
+    ]
+    if bad:
+        table, stage_time = table.filter(valid), stage_time.filter(valid)
     return LedgerRead(describe(cfg), ledger_table(table["event_id"], stage_time, where), bad)

@@ -224,17 +224,14 @@ class ResultStore:
                 f"INSERT INTO recon_missing_events (window_id, {names}) VALUES ({marks})", rows
             )
             return
-        # PostgreSQL: COPY inside the window's transaction; Arrow writes the CSV.
+        # PostgreSQL: one COPY inside the window's transaction; Arrow writes the CSV.
+        table = table.add_column(0, "window_id", pa.array([window_id] * table.num_rows))
         buffer = io.BytesIO()
         pacsv.write_csv(table, buffer, pacsv.WriteOptions(include_header=False))
         cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
         columns = ", ".join(table.column_names)
-        with cursor.copy(
-            f"COPY recon_missing_events (window_id, {columns}) FROM STDIN (FORMAT csv)"
-        ) as copy:
-            prefix = f"{window_id},".encode()
-            for line in buffer.getvalue().splitlines(keepends=True):
-                copy.write(prefix + line)
+        with cursor.copy(f"COPY recon_missing_events ({columns}) FROM STDIN (FORMAT csv)") as copy:
+            copy.write(buffer.getvalue())
 
     # -- reading -------------------------------------------------------------------------
 
