@@ -194,8 +194,10 @@ def _trace_sql(stages: list[StageInput]) -> list[str]:
             SELECT w.w, s.event_id, min(s.stage_time) AS origin_time, {inflight0} AS f0
             FROM s0 s JOIN wins w ON s.stage_time >= w.olo AND s.stage_time < w.ohi {join0}
             GROUP BY w.w, s.event_id""",
+        # `k` numbers the (window, event) pairs: later joins and groups use it, not the ID.
         """CREATE TEMP TABLE cohort AS
-            SELECT o.*, w.ws, w.we, w.dlo, w.dhi FROM origin_seen o JOIN wins w ON o.w = w.w
+            SELECT o.*, w.ws, w.we, w.dlo, w.dhi, (row_number() OVER ())::BIGINT AS k
+            FROM origin_seen o JOIN wins w ON o.w = w.w
             WHERE o.origin_time >= w.ws AND o.origin_time < w.we""",
     ]
     n = len(stages)
@@ -203,22 +205,18 @@ def _trace_sql(stages: list[StageInput]) -> list[str]:
     for i in range(1, n):
         inflight, join = _inflight(i, stages[i])
         statements.append(f"""CREATE TEMP TABLE a{i} AS
-            SELECT c.w, s.event_id, min(s.stage_time) AS t, count(*) AS n,
-                   {inflight} AS inflight
+            SELECT c.k, min(s.stage_time) AS t, count(*) AS n, {inflight} AS inflight
             FROM s{i} s JOIN cohort c ON c.event_id = s.event_id
               AND s.stage_time >= c.dlo AND s.stage_time < c.dhi {join}
-            GROUP BY c.w, s.event_id""")
+            GROUP BY c.k""")
         statements.append(f"""CREATE TEMP TABLE x{i} AS
-            SELECT DISTINCT c.w, d.event_id FROM d{i} d JOIN cohort c ON c.event_id = d.event_id
+            SELECT DISTINCT c.k FROM d{i} d JOIN cohort c ON c.event_id = d.event_id
               AND d.stage_time >= c.dlo AND d.stage_time < c.dhi""")
         cols.append(
             f"a{i}.t AS t{i}, coalesce(a{i}.n, 0) AS n{i}, "
-            f"coalesce(a{i}.inflight, FALSE) AS f{i}, x{i}.event_id IS NOT NULL AS dl{i}"
+            f"coalesce(a{i}.inflight, FALSE) AS f{i}, x{i}.k IS NOT NULL AS dl{i}"
         )
-        joins.append(
-            f"LEFT JOIN a{i} ON a{i}.w = c.w AND a{i}.event_id = c.event_id "
-            f"LEFT JOIN x{i} ON x{i}.w = c.w AND x{i}.event_id = c.event_id"
-        )
+        joins.append(f"LEFT JOIN a{i} ON a{i}.k = c.k LEFT JOIN x{i} ON x{i}.k = c.k")
     passed = {i: " OR ".join(f"t{j} IS NOT NULL" for j in range(i, n)) for i in range(1, n)}
     hop = " ".join(f"WHEN NOT ({passed[i]}) THEN {i}" for i in range(1, n))
     outcome = []

@@ -148,11 +148,10 @@ def chunk(
 
 def _largest_read(results: list[WindowResult], stages: int) -> int:
     """Rows of the largest ledger of a computed window (an estimate for chunking)."""
-    rows = 0
-    for r in results:
-        for m in r.stages[:stages]:
-            rows = max(rows, m.upstream + m.duplicates + m.orphans)
-    return rows
+    return max(
+        (m.upstream + m.duplicates + m.orphans for r in results for m in r.stages[:stages]),
+        default=0,
+    )
 
 
 def _settle_status(cfg: PipelineConfig, result: WindowResult, now: datetime) -> None:
@@ -207,13 +206,16 @@ def run(
 
     # The first window alone tells how big a window's reads are; the rest go in chunks
     # read once per source (no re-reading of the grace/skew overlap between windows).
-    finish(reconcile_windows(cfg, windows[:1]))
-    chunks = chunk(windows[1:], _largest_read(results, len(cfg.stages)), jobs)
+    first = reconcile_windows(cfg, windows[:1])
+    chunks = chunk(windows[1:], _largest_read(first, len(cfg.stages)), jobs)
     if jobs > 1 and len(chunks) > 1:
         with ProcessPoolExecutor(max_workers=jobs) as pool:
-            for part in pool.map(reconcile_windows, [cfg] * len(chunks), chunks):
+            parts = pool.map(reconcile_windows, [cfg] * len(chunks), chunks)  # submits all now
+            finish(first)  # the gate's first use (importing GX) overlaps the workers' reads
+            for part in parts:
                 finish(part)
     else:
+        finish(first)
         for part in chunks:
             finish(reconcile_windows(cfg, part))
     report = RunReport(cfg.pipeline, run_id, results)
