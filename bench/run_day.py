@@ -56,6 +56,11 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--skip-truth", action="store_true")
+    parser.add_argument(
+        "--results",
+        default=PG_URL,
+        help="results store URL (default: the PostgreSQL of the services)",
+    )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="recon-bench-"))
     s = scenario(args.events)
@@ -65,7 +70,7 @@ def main() -> int:
     plant(p, targets)
     print(f"planted {p.events.num_rows:,} events in {time.perf_counter() - t:.0f} s ({work})")
     config = work / "pipeline.yaml"
-    config.write_text(yaml.safe_dump(pipeline_config(targets, results="results.sqlite")))
+    config.write_text(yaml.safe_dump(pipeline_config(targets, results=args.results)))
     report = work / "report.json"
     cmd = [
         sys.executable,
