@@ -42,6 +42,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--jobs", type=int, default=1, help="windows reconciled in parallel")
     run.add_argument("--no-store", action="store_true", help="do not write the results store")
 
+    chk = sub.add_parser("check", help="intraday early warning from counts only (no IDs)")
+    chk.add_argument("--config", required=True, type=Path)
+    chk.add_argument("--hours", type=float, default=3, help="how far back from --end")
+    chk.add_argument("--end", type=_instant, help="default: now")
+    chk.add_argument("--max-drop", type=float, default=0.05, help="flag a hop above this")
+    chk.add_argument("--json", type=Path)
+
     db = sub.add_parser("db", help="results store maintenance")
     db.add_argument("action", choices=["upgrade"])
     where = db.add_mutually_exclusive_group(required=True)
@@ -88,6 +95,26 @@ def cmd_run(args: argparse.Namespace) -> int:
     return report.exit_code
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    """`recon check`: count-only drop detection over the last hours; exit 1 when flagged."""
+    from datetime import UTC, timedelta
+
+    from recon.config import load_config
+    from recon.engine.check import check, check_table
+
+    cfg = load_config(args.config)
+    end = args.end or datetime.now(UTC)
+    windows = check(cfg, end - timedelta(hours=args.hours), end, args.max_drop)
+    sys.stdout.write(check_table(windows))
+    if args.json:
+        args.json.write_text(
+            json.dumps(
+                {"pipeline": cfg.pipeline, "windows": [w.as_dict() for w in windows]}, indent=2
+            )
+        )
+    return 1 if any(w.flagged for w in windows) else 0
+
+
 def cmd_db(args: argparse.Namespace) -> int:
     """`recon db upgrade`: apply the results-store migrations."""
     from recon.config import load_config
@@ -119,7 +146,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args.workdir, args.events_per_hour, args.pg_url, args.bootstrap)
 
 
-COMMANDS = {"run": cmd_run, "db": cmd_db, "expectations": cmd_expectations, "demo": cmd_demo}
+COMMANDS = {
+    "run": cmd_run,
+    "check": cmd_check,
+    "db": cmd_db,
+    "expectations": cmd_expectations,
+    "demo": cmd_demo,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

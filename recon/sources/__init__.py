@@ -19,6 +19,14 @@ def read_ledger(cfg: SourceConfig, window: Window) -> LedgerRead:
     return REGISTRY[cfg.source].read(cfg, window)
 
 
+def count_ledger(cfg: SourceConfig, window: Window) -> int:
+    """Rows for `window` by the kind's cheap count (offsets, footers, count(*)), else a read."""
+    module = REGISTRY[cfg.source]
+    if hasattr(module, "count"):
+        return int(module.count(cfg, window))
+    return module.read(cfg, window).table.num_rows
+
+
 def describe(cfg: SourceConfig) -> str:
     """A one-line description of the source, secrets hidden."""
     return REGISTRY[cfg.source].describe(cfg)

@@ -399,3 +399,18 @@ def committed_offsets(cfg: Config, parts: list[int]) -> dict[int, int]:
             f"for topic {cfg.topic} (wrong group name?)"
         )
     return {p: max(committed.get(p, 0), 0) for p in parts}
+
+
+def count(cfg: Config, window: Window) -> int:
+    """Offsets in `window` (from offsets_for_times), without reading a message.
+
+    An upper bound of the messages: transaction markers and compacted records
+    take offsets too.
+    """
+    consumer = _consumer(cfg)
+    try:
+        return sum(r.end - r.start for r in offset_ranges(consumer, cfg, window))
+    except KafkaException as exc:
+        raise SourceError(f"{describe(cfg)}: {exc.args[0]}") from exc
+    finally:
+        consumer.close()

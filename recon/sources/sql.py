@@ -146,3 +146,23 @@ def _ledger(cfg: Config, table: pa.Table) -> LedgerRead:
     if bad:
         table, stage_time = table.filter(valid), stage_time.filter(valid)
     return LedgerRead(describe(cfg), ledger_table(table["event_id"], stage_time, where), bad)
+
+
+def count(cfg: Config, window: Window) -> int:
+    """Rows in `window`, counted by PostgreSQL (no rows cross the wire)."""
+    try:
+        with psycopg.connect(conninfo(cfg.url, cfg.connect_timeout_s)) as conn:
+            conn.read_only = True
+            with conn.cursor() as cur:
+                bounds: tuple = (window.start, window.end)
+                if _time_type(cur, cfg) == _TIMESTAMP_OID:
+                    bounds = tuple(b.replace(tzinfo=None) for b in bounds)
+                cur.execute(
+                    sql.SQL("SELECT count(*) FROM {rel} WHERE {t} >= %s AND {t} < %s").format(
+                        rel=_relation(cfg), t=sql.Identifier(cfg.time)
+                    ),
+                    bounds,
+                )
+                return int(cur.fetchall()[0][0])
+    except psycopg.Error as exc:
+        raise SourceError(f"{describe(cfg)}: {str(exc).strip()}") from exc
