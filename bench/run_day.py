@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -88,10 +87,19 @@ def main() -> int:
         "--jobs",
         str(args.jobs),
     ]
+    # GNU time reports the largest RSS in recon's process tree (pool workers included);
+    # measuring from here would count this process's planted data, inherited at fork.
     t = time.perf_counter()
-    code = subprocess.run(cmd, stdout=subprocess.DEVNULL, check=False).returncode
+    proc = subprocess.run(
+        ["/usr/bin/time", "-f", "maxrss_kib=%M", *cmd],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        check=False,
+    )
     wall = time.perf_counter() - t
-    peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    code = proc.returncode
+    peak_mib = int(proc.stderr.rsplit("maxrss_kib=", 1)[1].split()[0]) / 1024
     print(
         f"recon run: exit {code}, {wall:.1f} s wall, peak RSS {peak_mib:,.0f} MiB "
         f"(largest process), jobs={args.jobs}"

@@ -111,6 +111,7 @@ class LedgerRead:
     gaps: list[RetentionGap] = field(default_factory=list)
     # Kafka only: committed offset per partition of the stage's consumer group.
     committed: dict[int, int] | None = None
+    warnings: list[str] = field(default_factory=list)  # shown in the window's notes
 
     @property
     def unreadable(self) -> int:

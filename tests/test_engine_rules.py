@@ -88,6 +88,19 @@ CASES = [
         missing={("a", "lake", "lost"), ("b", "lake", "pending"), ("c", "lake", "pending")},
     ),
     dict(
+        why="a partition without a committed offset proves nothing: lost, not pending",
+        origin=[("a", "10:10:00"), ("c", "10:30:00")],
+        kafka=[("a", "10:10:01", 0, 7), ("c", "10:30:01", 1, 9)],
+        committed={0: 5},
+        lake=[],
+        expect={
+            "webhook": {"upstream": 2, "arrived": 2},
+            "kafka": {"upstream": 2, "arrived": 2},
+            "lake": {"upstream": 2, "lost": 1, "pending": 1},
+        },
+        missing={("a", "lake", "pending"), ("c", "lake", "lost")},
+    ),
+    dict(
         why="a dead letter outranks pending: the consumer has decided about it",
         origin=[("a", "10:10:00")],
         kafka=[("a", "10:10:01", 0, 7)],

@@ -176,7 +176,8 @@ def _inflight(i: int, stage: StageInput) -> tuple[str, str]:
     if stage.ledger.committed is None:
         return "FALSE", ""
     return (
-        'bool_or(s."offset" >= coalesce(c.committed, 0))',
+        # No committed offset for the partition: nothing proves it in flight.
+        'coalesce(bool_or(s."offset" >= c.committed), FALSE)',
         f"LEFT JOIN c{i} c ON c.partition = s.partition",
     )
 

@@ -85,6 +85,7 @@ def _notes(stages: list[StageInput], window: Window, r: Ranges) -> list[str]:
         span = r.origin(window) if stage is stages[0] else r.downstream(window)
         for read in [stage.ledger, *stage.dead_letters]:
             notes += [f"{stage.name}: {gap}" for gap in read.gaps]
+            notes += [f"{stage.name}: {warning}" for warning in read.warnings]
             bad = [b for b in read.bad_records if b.time is None or span.start <= b.time < span.end]
             if not bad:
                 continue

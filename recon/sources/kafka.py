@@ -160,10 +160,16 @@ def read(cfg: Config, window: Window) -> LedgerRead:
         raise SourceError(f"{describe(cfg)}: {exc.args[0]}") from exc
     table, bad = _extract_ids(cfg, fetched)
     gaps = _retention_gaps(cfg, ranges, fetched, window)
-    committed = (
-        committed_offsets(cfg, [r.partition for r in ranges]) if cfg.consumer_group else None
-    )
-    return LedgerRead(describe(cfg), table, bad, gaps, committed)
+    committed, warnings = None, []
+    if cfg.consumer_group:
+        committed = committed_offsets(cfg, [r.partition for r in ranges])
+        uncommitted = sorted({r.partition for r in ranges} - committed.keys())
+        if uncommitted:
+            warnings.append(
+                f"consumer group {cfg.consumer_group!r} has no committed offset for "
+                f"{cfg.topic} partitions {uncommitted}: none of their events can be pending"
+            )
+    return LedgerRead(describe(cfg), table, bad, gaps, committed, warnings)
 
 
 def _fetch(consumer: Consumer, cfg: Config, ranges: list[OffsetRange]) -> pa.Table:
@@ -375,11 +381,12 @@ def _ms_to_dt(ms: int) -> Any:
 
 
 def committed_offsets(cfg: Config, parts: list[int]) -> dict[int, int]:
-    """The consumer group's committed offset per partition (0 where it has none).
+    """The consumer group's committed offset of each partition that has one.
 
-    Read with the admin API, so recon never joins the production group. A group
-    with no committed offset at all for the topic is a configuration error:
-    treating it as "nothing consumed yet" would turn every loss into "pending".
+    Read with the admin API, so recon never joins the production group. Pending
+    means *provably* in flight: a partition without a committed offset proves
+    nothing, so its missing events stay lost (and a mistyped group name shows
+    up as loss, with a note, rather than hiding it as pending).
     """
     admin = AdminClient(client_conf(cfg))
     request = ConsumerGroupTopicPartitions(
@@ -392,13 +399,7 @@ def committed_offsets(cfg: Config, parts: list[int]) -> dict[int, int]:
         raise SourceError(
             f"{describe(cfg)}: committed offsets of group {cfg.consumer_group}: {exc.args[0]}"
         ) from exc
-    committed = {tp.partition: tp.offset for tp in result.topic_partitions}
-    if parts and all(off < 0 for off in committed.values()):
-        raise SourceError(
-            f"{describe(cfg)}: consumer group {cfg.consumer_group!r} has no committed offsets "
-            f"for topic {cfg.topic} (wrong group name?)"
-        )
-    return {p: max(committed.get(p, 0), 0) for p in parts}
+    return {tp.partition: tp.offset for tp in result.topic_partitions if tp.offset >= 0}
 
 
 def count(cfg: Config, window: Window) -> int:
