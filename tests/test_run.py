@@ -13,12 +13,16 @@ import yaml
 from recon import api
 from recon.cli import main
 from recon.model import COUNTERS
-from recon.simulate.plant import Targets, pipeline_config, plant
+from recon.simulate.plant import Targets, pipeline_config, plant, write_receipts
 from recon.simulate.scenario import Scenario, plan
 from recon.simulate.truth import truth
 from recon.store import ResultStore
 
 START = datetime(2026, 11, 20, tzinfo=UTC)
+
+
+def _run(config: Path, start: str, end: str, *extra: str) -> int:
+    return main(["run", "--config", str(config), "--start", start, "--end", end, *extra])
 
 
 def _scenario() -> Scenario:
@@ -66,19 +70,7 @@ def test_every_counter_of_every_window(planted, tmp_path: Path) -> None:
     p, targets = planted
     config = _config(tmp_path, targets)
     out = tmp_path / "report.json"
-    code = main(
-        [
-            "run",
-            "--config",
-            str(config),
-            "--start",
-            "2026-11-20T00:00:00Z",
-            "--end",
-            "2026-11-20T03:00:00Z",
-            "--json",
-            str(out),
-        ]
-    )
+    code = _run(config, "2026-11-20T00:00:00Z", "2026-11-20T03:00:00Z", "--json", str(out))
     report = json.loads(out.read_text())
     assert code == 1
     assert report["pipeline"] == targets.name
@@ -127,17 +119,8 @@ def test_rerun_supersedes_and_keeps_history(planted, pg_url: str, tmp_path: Path
     missing IDs (COPY path) are stored for both, 50 lost + 2 dead-lettered + 1 at Kafka."""
     p, targets = planted
     config = _config(tmp_path, targets, results=pg_url)
-    args = [
-        "run",
-        "--config",
-        str(config),
-        "--start",
-        "2026-11-20T01:00:00Z",
-        "--end",
-        "2026-11-20T02:00:00Z",
-    ]
-    assert main(args) == 1
-    assert main(args) == 1
+    assert _run(config, "2026-11-20T01:00:00Z", "2026-11-20T02:00:00Z") == 1
+    assert _run(config, "2026-11-20T01:00:00Z", "2026-11-20T02:00:00Z") == 1
     store = ResultStore(pg_url)
     latest = store.windows(targets.name)
     history = store.windows(targets.name, latest=False)
@@ -173,23 +156,9 @@ def test_source_unreachable_exits_3_and_stores_no_numbers(pg_url, tmp_path: Path
     path.write_text(yaml.safe_dump(config))
     # The receipts table must exist so that only Kafka fails.
     plant_receipts = plan(Scenario(start=START, hours=1, events_per_hour=10))
-    from recon.simulate.plant import write_receipts
-
     write_receipts(plant_receipts.receipts, pg_url, targets.receipts_table)
     out = tmp_path / "r.json"
-    code = main(
-        [
-            "run",
-            "--config",
-            str(path),
-            "--start",
-            "2026-11-20T00:00Z",
-            "--end",
-            "2026-11-20T01:00Z",
-            "--json",
-            str(out),
-        ]
-    )
+    code = _run(path, "2026-11-20T00:00Z", "2026-11-20T01:00Z", "--json", str(out))
     assert code == 3
     window = json.loads(out.read_text())["windows"][0]
     assert window["status"] == "error" and window["stages"] == []
@@ -209,20 +178,7 @@ def test_results_store_unreachable_exits_3(tmp_path: Path, capsys) -> None:
             pipeline_config(targets, results="postgresql+psycopg://recon@127.0.0.1:1/recon")
         )
     )
-    assert (
-        main(
-            [
-                "run",
-                "--config",
-                str(path),
-                "--start",
-                "2026-11-20T00:00Z",
-                "--end",
-                "2026-11-20T01:00Z",
-            ]
-        )
-        == 3
-    )
+    assert _run(path, "2026-11-20T00:00Z", "2026-11-20T01:00Z") == 3
     assert "results store" in capsys.readouterr().err
 
 

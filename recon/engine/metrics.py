@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 import duckdb
 import pyarrow as pa
 
-from recon.model import BadRecord, LedgerRead, StageMetrics, Window
+from recon.model import COUNTERS, BadRecord, LedgerRead, StageMetrics, Window
 
 MISSING_SCHEMA = pa.schema(
     [
@@ -262,18 +262,8 @@ def _origin_counts(con: duckdb.DuckDBPyConnection, n: int) -> list[dict]:
     return per_window
 
 
-_HOP = (
-    "upstream",
-    "arrived",
-    "lost",
-    "dead_lettered",
-    "pending",
-    "unverifiable",
-    "late",
-    "duplicates",
-    "quantiles",
-    "worst",
-)
+# The hop query's columns: the counters it computes, then the latency aggregates.
+_HOP = (*COUNTERS[:8], "quantiles", "worst")
 
 
 def _hop_counts(
