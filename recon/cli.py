@@ -7,9 +7,11 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
+from recon.config import PipelineConfig
+from recon.engine.runner import RunReport
 from recon.errors import ConfigError, ReconError
 from recon.store import ResultStore, store_url
 from recon.timeutil import parse_instant
@@ -92,12 +94,24 @@ def cmd_run(args: argparse.Namespace) -> int:
         tmp = args.json.with_name(args.json.name + ".tmp")
         tmp.write_text(json.dumps(report.as_dict(), indent=2) + "\n")
         tmp.replace(args.json)
+    if store is not None:
+        after_run(cfg, report, store)
     return report.exit_code
+
+
+def after_run(cfg: PipelineConfig, report: RunReport, store: ResultStore) -> None:
+    """Publish the run's metrics and send the alert notices it calls for."""
+    from recon.alerts.notify import notify
+    from recon.alerts.prometheus import publish
+
+    publish(cfg, report, store.last_success(cfg.pipeline))
+    for notice in notify(cfg, report, store, datetime.now(UTC)):
+        print(f"recon: sent {notice.action} for {notice.dedup_key}", file=sys.stderr)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
     """`recon check`: count-only drop detection over the last hours; exit 1 when flagged."""
-    from datetime import UTC, timedelta
+    from datetime import timedelta
 
     from recon.config import load_config
     from recon.engine.check import check, check_table

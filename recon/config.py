@@ -11,6 +11,7 @@ from typing import Annotated, Any, Union
 import yaml
 from pydantic import BeforeValidator, Field, ValidationError, model_validator
 
+from recon.alerts.notifiers import Route
 from recon.errors import ConfigError
 from recon.sources import REGISTRY
 from recon.sources.base import SourceConfig, Strict, Thresholds
@@ -45,6 +46,20 @@ class WindowConfig(Strict):
         return self
 
 
+class AlertsConfig(Strict):
+    """Where breach notices go and how often a lasting breach is re-notified."""
+
+    renotify: Duration = timedelta(hours=4)
+    routes: list[Route] = Field(default_factory=list)
+
+
+class MetricsConfig(Strict):
+    """Prometheus metrics of every run: a textfile (node_exporter) and/or a Pushgateway."""
+
+    textfile: str | None = None
+    pushgateway: str | None = None
+
+
 class PipelineConfig(Strict):
     """A pipeline: its origin is the first stage; dead-letter sinks name the stage they serve."""
 
@@ -55,6 +70,8 @@ class PipelineConfig(Strict):
     expectations: str | None = None
     stages: list[SourceSpec] = Field(min_length=2)
     dead_letters: list[SourceSpec] = Field(default_factory=list)
+    alerts: AlertsConfig | None = None
+    metrics: MetricsConfig | None = None
 
     @model_validator(mode="after")
     def _references(self) -> PipelineConfig:

@@ -188,6 +188,7 @@ class WindowResult:
     expectations: list[ExpectationOutcome] = field(default_factory=list)
     error: str | None = None
     run_id: str | None = None
+    window_id: str | None = None  # its row in the results store, once stored
 
     def as_dict(self) -> dict[str, object]:
         """The JSON report's shape for one window (DESIGN.md contract)."""

@@ -85,7 +85,7 @@ BAD = [
     ("unknown source kind", lambda d: d["stages"][2].update(source="s3"), "stages.2"),
     ("bad duration", lambda d: d["window"].update(grace="soon"), "window.grace"),
     ("bad threshold", lambda d: d["thresholds"].update(loss_rate=2), "thresholds.loss_rate"),
-    ("unknown top-level key", lambda d: d.update(alerts={}), "alerts"),
+    ("unknown top-level key", lambda d: d.update(alert={}), "alert"),
     (
         "dead letter for the origin",
         lambda d: d["dead_letters"][0].update(stage="webhook"),

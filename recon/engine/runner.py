@@ -200,7 +200,7 @@ def run(
             result.run_id = run_id
             _settle_status(cfg, result, now)
             if store is not None:
-                store.save_window(result, thresholds)
+                result.window_id = store.save_window(result, thresholds)
                 if not keep_missing:
                     result.missing = None
         results.extend(part)

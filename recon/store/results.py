@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from recon import __version__
+from recon.alerts.rules import AlertState
 from recon.errors import StoreError
 from recon.model import WindowResult
 from recon.store import schema as t
@@ -233,6 +234,54 @@ class ResultStore:
         with cursor.copy(f"COPY recon_missing_events ({columns}) FROM STDIN (FORMAT csv)") as copy:
             copy.write(buffer.getvalue())
 
+    # -- alert state -----------------------------------------------------------------
+
+    def alert_state(self, pipeline: str, stage: str) -> AlertState:
+        """What was last notified for (pipeline, stage)."""
+        a = t.alert_state.c
+        with self._begin() as conn:
+            row = conn.execute(
+                sa.select(a.firing, a.last_notified_at).where(
+                    (a.pipeline == pipeline) & (a.stage == stage)
+                )
+            ).first()
+        if row is None:
+            return AlertState()
+        return AlertState(bool(row.firing), _aware(row.last_notified_at))
+
+    def save_alert_state(
+        self, pipeline: str, stage: str, firing: bool, notified_at: datetime, window_id: str | None
+    ) -> None:
+        """Record a delivered notice (one transaction)."""
+        a = t.alert_state.c
+        key = (a.pipeline == pipeline) & (a.stage == stage)
+        with self._begin() as conn:
+            old = conn.execute(sa.select(a.firing, a.opened_at).where(key)).first()
+            conn.execute(t.alert_state.delete().where(key))
+            opened = old.opened_at if old is not None and old.firing and firing else None
+            conn.execute(
+                t.alert_state.insert().values(
+                    pipeline=pipeline,
+                    stage=stage,
+                    firing=firing,
+                    opened_at=opened or (_naive_utc(notified_at) if firing else None),
+                    last_notified_at=_naive_utc(notified_at),
+                    resolved_at=None if firing else _naive_utc(notified_at),
+                    last_window_id=window_id,
+                )
+            )
+
+    def last_success(self, pipeline: str) -> datetime | None:
+        """When the pipeline's last run that computed its windows finished."""
+        r = t.runs.c
+        with self._begin() as conn:
+            value = conn.execute(
+                sa.select(sa.func.max(r.finished_at)).where(
+                    (r.pipeline == pipeline) & (r.status != "error") & (r.status != "running")
+                )
+            ).scalar()
+        return _aware(value)
+
     # -- reading -------------------------------------------------------------------------
 
     def _frame(self, query: sa.Select[Any]) -> pd.DataFrame:
@@ -296,3 +345,9 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.close()
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)

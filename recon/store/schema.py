@@ -97,3 +97,15 @@ schema_version = Table(
     Column("version", Integer, primary_key=True),
     Column("applied_at", TS, nullable=False),
 )
+
+alert_state = Table(
+    "recon_alert_state",
+    metadata,
+    Column("pipeline", Text, primary_key=True),
+    Column("stage", Text, primary_key=True),
+    Column("firing", Boolean, nullable=False),
+    Column("opened_at", TS),
+    Column("last_notified_at", TS),
+    Column("resolved_at", TS),
+    Column("last_window_id", String(36)),
+)

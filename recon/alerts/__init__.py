@@ -1,0 +1,1 @@
+"""Alerting on breaches: notifiers with state (page once, re-notify, resolve) and metrics."""
