@@ -200,6 +200,7 @@ class WindowResult:
             "stages": [s.as_dict() for s in self.stages],
             "end_to_end": self.end_to_end.as_dict() if self.end_to_end else None,
             "run_id": self.run_id,
+            "window_id": self.window_id,
             "error": self.error,
             "notes": list(self.notes),
         }

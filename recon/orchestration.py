@@ -1,0 +1,198 @@
+"""What the Airflow DAGs call: plan windows, reconcile one, gate the night, early warning.
+
+The DAG files stay thin (scheduling, retries, mapping); everything here is
+plain Python that raises recon's errors, so it is testable without Airflow.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from recon.alerts.notify import notify
+from recon.alerts.prometheus import publish
+from recon.config import PipelineConfig, parse_config
+from recon.engine.check import check
+from recon.engine.runner import RunReport, run
+from recon.errors import ConfigError, ReconError
+from recon.model import StageMetrics, Window, WindowResult
+from recon.store import ResultStore, store_url
+from recon.timeutil import parse_instant
+
+RESTATE_DAYS = 7  # how far back incomplete windows are re-run
+
+
+def _json_setting(value: str | None, name: str) -> Any:
+    if not value:
+        return None
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError:
+        if name == "recon_configs":  # also accept a comma-separated list of paths
+            return [v.strip() for v in value.split(",") if v.strip()]
+        raise ConfigError(f"{name}: not JSON: {value[:80]!r}") from None
+
+
+def config_paths(value: str | None) -> list[str]:
+    """The config files to reconcile (Airflow Variable `recon_configs`, else RECON_CONFIGS)."""
+    paths = _json_setting(value or os.environ.get("RECON_CONFIGS"), "recon_configs") or []
+    if not paths:
+        raise ConfigError(
+            "no pipeline configs: set the Airflow Variable recon_configs "
+            "(a JSON list of paths) or RECON_CONFIGS"
+        )
+    return list(paths)
+
+
+def load(path: str, overrides: str | None = None) -> PipelineConfig:
+    """A config file with deployment overrides merged on top.
+
+    Overrides (Airflow Variable `recon_overrides`, else RECON_OVERRIDES) are JSON
+    top-level keys: thresholds, alerts, metrics, results.
+    """
+    file = Path(path)
+    try:
+        data = yaml.safe_load(file.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{file}: {exc}") from None
+    extra = _json_setting(overrides or os.environ.get("RECON_OVERRIDES"), "recon_overrides")
+    if extra:
+        data = {**data, **extra}
+    return parse_config(data, str(file), file.resolve().parent)
+
+
+def _store(cfg: PipelineConfig, path: str) -> ResultStore:
+    return ResultStore(store_url(cfg.results, Path(path).resolve().parent))
+
+
+@dataclass(frozen=True)
+class Item:
+    """One mapped task: a config and one window."""
+
+    config: str
+    start: str
+    end: str
+
+    def as_dict(self) -> dict[str, str]:
+        """XCom-friendly."""
+        return {"config": self.config, "start": self.start, "end": self.end}
+
+
+def plan(
+    paths: list[str], start: datetime, end: datetime, overrides: str | None = None
+) -> list[dict[str, str]]:
+    """Every window of [start, end) for every config, plus restated ones.
+
+    Windows of the last days whose latest result is still incomplete are re-run;
+    their new result supersedes the old one in the store.
+    """
+    # Airflow hands over pendulum datetimes; recon works on plain UTC datetimes.
+    start, end = (
+        parse_instant(str(start).replace(" ", "T")),
+        parse_instant(str(end).replace(" ", "T")),
+    )
+    items: list[Item] = []
+    for path in paths:
+        cfg = load(path, overrides)
+        windows = Window(start, end).split(cfg.window.size)
+        stored = _store(cfg, path)
+        stored.upgrade()
+        older = stored.windows(cfg.pipeline)
+        if not older.empty:
+            since = start - timedelta(days=RESTATE_DAYS)
+            stale = older[
+                (older["status"] == "incomplete")
+                & (older["window_start"] >= since)
+                & (older["window_end"] <= start)
+            ]
+            windows = [
+                Window(r.window_start.to_pydatetime(), r.window_end.to_pydatetime())
+                for r in stale.itertuples()
+            ] + windows
+        items += [Item(path, w.start.isoformat(), w.end.isoformat()) for w in windows]
+    return [i.as_dict() for i in items]
+
+
+def reconcile_item(item: dict[str, str], overrides: str | None = None) -> dict[str, Any]:
+    """Reconcile and store one window; an unreadable source raises (the task retries)."""
+    cfg = load(item["config"], overrides)
+    report = run(
+        cfg,
+        parse_instant(item["start"]),
+        parse_instant(item["end"]),
+        _store(cfg, item["config"]),
+        keep_missing=False,
+    )
+    window = report.windows[0]
+    if window.status == "error":
+        raise ReconError(f"{cfg.pipeline} {window.window}: {window.error}")
+    return {
+        "config": item["config"],
+        "window": window.as_dict(),
+        "run_id": report.run_id,
+        "window_id": window.window_id,
+    }
+
+
+def _result(entry: dict[str, Any], pipeline: str) -> WindowResult:
+    w = entry["window"]
+    stages = [StageMetrics(**{k: v for k, v in s.items() if k != "loss_rate"}) for s in w["stages"]]
+    e2e = {k: v for k, v in w["end_to_end"].items() if k != "loss_rate"}
+    return WindowResult(
+        pipeline,
+        Window(parse_instant(w["start"]), parse_instant(w["end"])),
+        w["status"],
+        w["events"],
+        stages,
+        StageMetrics(**e2e),
+        run_id=entry["run_id"],
+        window_id=entry["window_id"],
+    )
+
+
+def gate(results: list[dict[str, Any]], now: datetime, overrides: str | None = None) -> list[str]:
+    """After all windows: publish metrics and send alert notices, per pipeline.
+
+    One notice per breach (not per window). Returns the breached windows; the
+    DAG fails its gate task when there are any.
+    """
+    breached = []
+    for path in sorted({r["config"] for r in results}):
+        cfg = load(path, overrides)
+        windows = sorted(
+            (_result(r, cfg.pipeline) for r in results if r["config"] == path),
+            key=lambda w: w.window.start,
+        )
+        report = RunReport(cfg.pipeline, windows[-1].run_id or "", windows)
+        store = _store(cfg, path)
+        publish(cfg, report, store.last_success(cfg.pipeline))
+        notify(cfg, report, store, now)
+        breached += [f"{cfg.pipeline} {w.window}" for w in windows if w.status == "breach"]
+    return breached
+
+
+def early_warning(
+    paths: list[str],
+    end: datetime,
+    hours: float = 3,
+    max_drop: float = 0.05,
+    overrides: str | None = None,
+) -> list[str]:
+    """The count-only check over the last hours; the flagged hops, described."""
+    flagged = []
+    for path in paths:
+        cfg = load(path, overrides)
+        until = parse_instant(str(end).replace(" ", "T"))
+        for w in check(cfg, until - timedelta(hours=hours), until, max_drop):
+            flagged += [
+                f"{cfg.pipeline} {w.window} {h.stage}: {h.drop:.1%} drop "
+                f"({h.arrived}+{h.dead_lettered} of {h.upstream})"
+                for h in w.flagged
+            ]
+    return flagged
