@@ -7,9 +7,12 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e ".[dev,airflow]"
-# promtool (Debian's prometheus package) tests the shipped alerting rules.
-if ! command -v promtool >/dev/null; then
+# promtool (Debian's prometheus) tests the shipped alerting rules; the metrics tests
+# push to a real Pushgateway (Debian's prometheus-pushgateway).
+if ! command -v promtool >/dev/null || [ ! -x /usr/bin/prometheus-pushgateway ]; then
   export DEBIAN_FRONTEND=noninteractive
-  apt-get install -y -qq prometheus >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq prometheus >/dev/null; }
+  packages="prometheus prometheus-pushgateway"
+  apt-get install -y -qq $packages >/dev/null 2>&1 \
+    || { apt-get update -qq && apt-get install -y -qq $packages >/dev/null; }
 fi
 scripts/services.sh up

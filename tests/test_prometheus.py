@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -36,3 +39,75 @@ def test_promtool_rules() -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout
+
+
+PUSHGATEWAY = "/usr/bin/prometheus-pushgateway"
+
+
+@pytest.fixture
+def pushgateway(tmp_path: Path):
+    if not os.path.exists(PUSHGATEWAY):
+        message = "Pushgateway not found: scripts/setup.sh installs prometheus-pushgateway"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [PUSHGATEWAY, f"--web.listen-address=127.0.0.1:{port}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            urllib.request.urlopen(f"{url}/-/ready", timeout=1)
+            break
+        except OSError:
+            time.sleep(0.1)
+    yield url
+    proc.terminate()
+    proc.wait(10)
+
+
+def test_metrics_pushed_to_a_real_pushgateway(pushgateway: str) -> None:
+    """pushadd of a run with one window: 50 of 1000 lost at the lake (5 %, over 1 %)."""
+    from datetime import UTC, datetime, timedelta
+
+    from recon.alerts.prometheus import publish
+    from recon.config import parse_config
+    from recon.engine.runner import RunReport
+    from recon.model import StageMetrics, Window, WindowResult
+
+    cfg = parse_config(
+        {
+            "pipeline": "payments",
+            "thresholds": {"loss_rate": 0.01},
+            "metrics": {"pushgateway": pushgateway},
+            "stages": [
+                {"name": "webhook", "source": "files", "path": "x"},
+                {"name": "lake", "source": "files", "path": "y"},
+            ],
+        }
+    )
+    start = datetime(2026, 11, 27, tzinfo=UTC)
+    lake = StageMetrics("lake", upstream=1000, arrived=950, lost=50, breach=True)
+    e2e = StageMetrics("end_to_end", upstream=1000, arrived=950, lost=50, breach=True)
+    window = WindowResult(
+        "payments",
+        Window(start, start + timedelta(hours=1)),
+        "breach",
+        1000,
+        [StageMetrics("webhook", upstream=1000, arrived=1000), lake],
+        e2e,
+    )
+    publish(cfg, RunReport("payments", "run-1", [window]), last_success=start)
+    text = urllib.request.urlopen(f"{pushgateway}/metrics", timeout=5).read().decode()
+    labels = 'instance="",job="recon",pipeline="payments",stage="lake"'
+    assert f"recon_loss_ratio{{{labels}}} 0.05" in text
+    assert f"recon_lost_events{{{labels}}} 50" in text
+    assert f"recon_breach{{{labels}}} 1" in text
+    assert (
+        'recon_last_success_timestamp_seconds{instance="",job="recon",pipeline="payments"}' in text
+    )
