@@ -93,3 +93,22 @@ def reconcile(
     finish = parse_instant(end) if end is not None else begin + cfg.window.size
     results = ResultStore(store_url(cfg.results, Path.cwd())) if store else None
     return Reconciliation(run(cfg, begin, finish, results))
+
+
+def trace(
+    cfg: PipelineConfig | str | os.PathLike[str],
+    event_id: str,
+    around: str | datetime | None = None,
+) -> tuple[str, pd.DataFrame]:
+    """One event's verdict ("lost at lake", ...) and where each stage saw it, as a DataFrame.
+
+    Without `around`, the window comes from the results store (missing events).
+    """
+    from recon.engine.explain import explain, window_of
+
+    if not isinstance(cfg, PipelineConfig):
+        cfg = load_config(cfg)
+    when = parse_instant(around) if around is not None else None
+    window = window_of(cfg, event_id, when, ResultStore(store_url(cfg.results, Path.cwd())))
+    found = explain(cfg, event_id, window)
+    return found.summary, pd.DataFrame([s.as_dict() for s in found.sightings])

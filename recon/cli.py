@@ -14,7 +14,7 @@ from recon.config import PipelineConfig
 from recon.engine.runner import RunReport
 from recon.errors import ConfigError, ReconError
 from recon.store import ResultStore, store_url
-from recon.timeutil import parse_instant
+from recon.timeutil import iso, parse_instant
 
 
 def _instant(text: str) -> datetime:
@@ -43,6 +43,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--json", type=Path, help="also write the JSON report to this file")
     run.add_argument("--jobs", type=int, default=1, help="windows reconciled in parallel")
     run.add_argument("--no-store", action="store_true", help="do not write the results store")
+
+    exp_ = sub.add_parser("explain", help="trace one event across the stages")
+    exp_.add_argument("event_id")
+    exp_.add_argument("--config", required=True, type=Path)
+    exp_.add_argument(
+        "--around",
+        type=_instant,
+        help="a time in its window (default: from the results store, for a missing event)",
+    )
+    exp_.add_argument("--json", type=Path)
 
     chk = sub.add_parser("check", help="intraday early warning from counts only (no IDs)")
     chk.add_argument("--config", required=True, type=Path)
@@ -109,6 +119,24 @@ def after_run(cfg: PipelineConfig, report: RunReport, store: ResultStore) -> Non
         print(f"recon: sent {notice.action} for {notice.dedup_key}", file=sys.stderr)
 
 
+def cmd_explain(args: argparse.Namespace) -> int:
+    """`recon explain`: where one event was seen, dead-lettered, or vanished."""
+    from recon.config import load_config
+    from recon.engine.explain import explain, window_of
+
+    cfg = load_config(args.config)
+    window = window_of(cfg, args.event_id, args.around, _store(args.config, cfg.results))
+    trace = explain(cfg, args.event_id, window)
+    print(f"{trace.summary}   (window {window})")
+    for s in trace.sightings:
+        where = f"dead letter {s.sink} of {s.stage}" if s.sink else s.stage
+        error = f"  error: {s.error}" if s.error else ""
+        print(f"  {iso(s.time)}  {where:28} {s.location}{error}")
+    if args.json:
+        args.json.write_text(json.dumps(trace.as_dict(), indent=2) + "\n")
+    return 0
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     """`recon check`: count-only drop detection over the last hours; exit 1 when flagged."""
     from datetime import timedelta
@@ -163,6 +191,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 COMMANDS = {
     "run": cmd_run,
     "check": cmd_check,
+    "explain": cmd_explain,
     "db": cmd_db,
     "expectations": cmd_expectations,
     "demo": cmd_demo,

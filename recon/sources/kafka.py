@@ -415,3 +415,25 @@ def count(cfg: Config, window: Window) -> int:
         raise SourceError(f"{describe(cfg)}: {exc.args[0]}") from exc
     finally:
         consumer.close()
+
+
+def headers_at(cfg: Config, partition: int, offset: int) -> dict[str, str]:
+    """The headers of one message (a dead letter's error), read by partition and offset."""
+    consumer = _consumer(cfg, 1)
+    try:
+        consumer.assign([TopicPartition(cfg.topic, partition, offset)])
+        deadline = time.monotonic() + cfg.timeout_s
+        while time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is None:
+                continue
+            if msg.error() is not None:
+                if msg.error().code() == KafkaError._PARTITION_EOF:
+                    break
+                raise SourceError(f"{describe(cfg)}: partition {partition}: {msg.error().str()}")
+            return {k: (v or b"").decode("utf-8", "replace") for k, v in msg.headers() or ()}
+    except KafkaException as exc:
+        raise SourceError(f"{describe(cfg)}: {exc.args[0]}") from exc
+    finally:
+        consumer.close()
+    raise SourceError(f"{describe(cfg)}: no message at partition {partition} offset {offset}")

@@ -234,6 +234,19 @@ class ResultStore:
         with cursor.copy(f"COPY recon_missing_events ({columns}) FROM STDIN (FORMAT csv)") as copy:
             copy.write(buffer.getvalue())
 
+    def missing_event(self, event_id: str) -> datetime | None:
+        """The origin time of the latest stored missing-event row for `event_id`."""
+        me, w = t.missing_events.c, t.windows.c
+        with self._begin() as conn:
+            value = conn.execute(
+                sa.select(me.origin_time)
+                .join_from(t.missing_events, t.windows, me.window_id == w.window_id)
+                .where((me.event_id == event_id) & w.is_latest)
+                .order_by(w.computed_at.desc())
+                .limit(1)
+            ).scalar()
+        return _aware(value)
+
     # -- alert state -----------------------------------------------------------------
 
     def alert_state(self, pipeline: str, stage: str) -> AlertState:

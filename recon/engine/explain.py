@@ -1,0 +1,139 @@
+"""One event's path: where each stage saw it, whether it was dead-lettered, where it vanished.
+
+The verdict comes from the same algorithm as the window's numbers: an event's
+classification depends only on its own rows (plus the consumer group's
+offsets and retention gaps), so the ledgers of its window are read, cut down
+to its rows, and reconciled.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from recon.config import PipelineConfig
+from recon.engine.metrics import StageInput, compute
+from recon.engine.runner import ranges, read_span
+from recon.errors import ConfigError
+from recon.model import LedgerRead, Window
+from recon.sources import kafka
+from recon.store import ResultStore
+from recon.timeutil import iso
+
+
+@dataclass(frozen=True)
+class Sighting:
+    """One row of the event in a stage's (or a dead-letter sink's) ledger."""
+
+    stage: str
+    sink: str | None  # the dead-letter sink's name, for a dead letter
+    time: datetime
+    location: str
+    error: str | None = None  # a dead letter's error header
+
+    def as_dict(self) -> dict[str, object]:
+        """JSON shape."""
+        return {
+            "stage": self.stage,
+            "dead_letter_sink": self.sink,
+            "time": iso(self.time),
+            "location": self.location,
+            "error": self.error,
+        }
+
+
+@dataclass
+class Trace:
+    """Where one event went in one window's search ranges."""
+
+    event_id: str
+    window: Window
+    verdict: str  # delivered | lost | dead_lettered | pending | unverifiable | orphan | unseen
+    vanished_at: str | None = None  # the stage it never reached
+    sightings: list[Sighting] = field(default_factory=list)
+
+    @property
+    def summary(self) -> str:
+        """One line for humans."""
+        if self.vanished_at:
+            return f"{self.event_id}: {self.verdict.replace('_', '-')} at {self.vanished_at}"
+        return f"{self.event_id}: {self.verdict}"
+
+    def as_dict(self) -> dict[str, object]:
+        """JSON shape."""
+        return {
+            "event_id": self.event_id,
+            "window": {"start": iso(self.window.start), "end": iso(self.window.end)},
+            "verdict": self.verdict,
+            "vanished_at": self.vanished_at,
+            "sightings": [s.as_dict() for s in self.sightings],
+        }
+
+
+def window_of(
+    cfg: PipelineConfig, event_id: str, around: datetime | None, store: ResultStore | None
+) -> Window:
+    """The window to search.
+
+    The one holding `around`; without it, the one the results store knows the
+    event from (as a missing event).
+    """
+    if around is None and store is not None:
+        known = store.missing_event(event_id)
+        if known is not None:
+            around = known
+    if around is None:
+        raise ConfigError(f"{event_id}: not among the stored missing events; give --around T")
+    size = cfg.window.size
+    epoch = datetime(1970, 1, 1, tzinfo=around.tzinfo)
+    start = epoch + ((around - epoch) // size) * size
+    return Window(start, start + size)
+
+
+def _only(read: LedgerRead, event_id: str) -> LedgerRead:
+    rows = read.table.filter(pc.equal(read.table["event_id"], pa.scalar(event_id)))
+    return LedgerRead(read.source, rows, [], read.gaps, read.committed, read.warnings)
+
+
+def _place(row: dict) -> str:
+    if row["partition"] is None:
+        return str(row["location"])
+    return f"{row['location']}[{row['partition']}]@{row['offset']}"
+
+
+def explain(cfg: PipelineConfig, event_id: str, window: Window) -> Trace:
+    """Trace `event_id` through the ledgers of `window`'s search ranges."""
+    stages = [
+        StageInput(s.name, _only(s.ledger, event_id), [_only(d, event_id) for d in s.dead_letters])
+        for s in read_span(cfg, window)
+    ]
+    sinks = {d.name: d for d in cfg.dead_letters}
+    sightings = []
+    for stage in stages:
+        for row in stage.ledger.table.to_pylist():
+            sightings.append(Sighting(stage.name, None, row["stage_time"], _place(row)))
+        sink_cfgs = [d for d in cfg.dead_letters if d.stage == stage.name]
+        for sink_cfg, read in zip(sink_cfgs, stage.dead_letters, strict=True):
+            for row in read.table.to_pylist():
+                error = None
+                if isinstance(sinks[sink_cfg.name], kafka.Config) and row["partition"] is not None:
+                    headers = kafka.headers_at(
+                        sinks[sink_cfg.name], row["partition"], row["offset"]
+                    )
+                    error = headers.get("error") or headers.get("exception") or None
+                sightings.append(
+                    Sighting(stage.name, sink_cfg.name, row["stage_time"], _place(row), error)
+                )
+    sightings.sort(key=lambda s: s.time)
+    computed = compute(window, stages, ranges(cfg))
+    if computed.events:
+        missing = computed.missing.to_pylist()
+        if not missing:
+            return Trace(event_id, window, "delivered", None, sightings)
+        return Trace(event_id, window, missing[0]["outcome"], missing[0]["stage"], sightings)
+    in_window = [s for s in sightings if window.start <= s.time < window.end]
+    verdict = "orphan" if in_window else "unseen"
+    return Trace(event_id, window, verdict, None, sightings)
