@@ -54,6 +54,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     exp_.add_argument("--json", type=Path)
 
+    dash = sub.add_parser("dashboard", help="read-only web dashboard over the results store")
+    where_ = dash.add_mutually_exclusive_group(required=True)
+    where_.add_argument("--config", type=Path, help="also enables live event traces")
+    where_.add_argument("--url", help="results store URL")
+    dash.add_argument("--host", default="127.0.0.1")
+    dash.add_argument("--port", type=int, default=8765)
+    dash.add_argument(
+        "--token",
+        default=os.environ.get("RECON_DASHBOARD_TOKEN"),
+        help="required for a non-loopback --host (or RECON_DASHBOARD_TOKEN)",
+    )
+
     chk = sub.add_parser("check", help="intraday early warning from counts only (no IDs)")
     chk.add_argument("--config", required=True, type=Path)
     chk.add_argument("--hours", type=float, default=3, help="how far back from --end")
@@ -137,6 +149,20 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    """`recon dashboard`: serve the read-only dashboard."""
+    from recon.config import load_config
+    from recon.web.app import Dashboard, serve
+
+    if args.host not in ("127.0.0.1", "localhost", "::1") and not args.token:
+        raise ConfigError(f"--host {args.host} is not loopback: give --token")
+    cfg = load_config(args.config) if args.config else None
+    store = _store(args.config, cfg.results) if cfg else ResultStore(args.url)
+    store.upgrade()
+    serve(Dashboard(store, cfg, args.token), args.host, args.port)
+    return 0
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     """`recon check`: count-only drop detection over the last hours; exit 1 when flagged."""
     from datetime import timedelta
@@ -192,6 +218,7 @@ COMMANDS = {
     "run": cmd_run,
     "check": cmd_check,
     "explain": cmd_explain,
+    "dashboard": cmd_dashboard,
     "db": cmd_db,
     "expectations": cmd_expectations,
     "demo": cmd_demo,

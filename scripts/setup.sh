@@ -9,9 +9,11 @@ fi
 .venv/bin/python -m pip install -q -e ".[dev,airflow]"
 # promtool (Debian's prometheus) tests the shipped alerting rules; the metrics tests
 # push to a real Pushgateway (Debian's prometheus-pushgateway).
-if ! command -v promtool >/dev/null || [ ! -x /usr/bin/prometheus-pushgateway ]; then
+# The dashboard tests drive Debian's chromium with Playwright (no browser download).
+if ! command -v promtool >/dev/null || [ ! -x /usr/bin/prometheus-pushgateway ] \
+    || [ ! -x /usr/bin/chromium ]; then
   export DEBIAN_FRONTEND=noninteractive
-  packages="prometheus prometheus-pushgateway"
+  packages="prometheus prometheus-pushgateway chromium"
   apt-get install -y -qq $packages >/dev/null 2>&1 \
     || { apt-get update -qq && apt-get install -y -qq $packages >/dev/null; }
 fi

@@ -340,6 +340,65 @@ class ResultStore:
             q = q.where(w.window_start < _naive_utc(end))
         return self._frame(q)
 
+    def window(self, window_id: str) -> dict[str, Any] | None:
+        """One stored window row."""
+        frame = self._frame(sa.select(t.windows).where(t.windows.c.window_id == window_id))
+        return None if frame.empty else frame.iloc[0].to_dict()
+
+    def window_metrics(self, window_id: str) -> pd.DataFrame:
+        """The per-stage metrics of one stored window, in pipeline order."""
+        m = t.stage_metrics.c
+        return self._frame(
+            sa.select(t.stage_metrics).where(m.window_id == window_id).order_by(m.position)
+        )
+
+    def expectations(self, window_id: str) -> pd.DataFrame:
+        """The expectation results of one stored window."""
+        e = t.expectation_results.c
+        return self._frame(
+            sa.select(t.expectation_results)
+            .where(e.window_id == window_id)
+            .order_by(e.stage, e.column_name)
+        )
+
+    def history(self, window_id: str) -> pd.DataFrame:
+        """Every stored result of the same pipeline and window (restatements), oldest first."""
+        w = t.windows.c
+        one = (
+            sa.select(w.pipeline, w.window_start, w.window_end)
+            .where(w.window_id == window_id)
+            .subquery()
+        )
+        return self._frame(
+            sa.select(t.windows)
+            .join(
+                one,
+                (w.pipeline == one.c.pipeline)
+                & (w.window_start == one.c.window_start)
+                & (w.window_end == one.c.window_end),
+            )
+            .order_by(w.computed_at)
+        )
+
+    def missing_records(self, event_id: str) -> pd.DataFrame:
+        """Where the latest results list `event_id` as missing."""
+        me, w = t.missing_events.c, t.windows.c
+        return self._frame(
+            sa.select(
+                w.pipeline,
+                w.window_start,
+                w.window_id,
+                me.stage,
+                me.outcome,
+                me.origin_time,
+                me.last_stage,
+                me.last_location,
+            )
+            .join_from(t.missing_events, t.windows, me.window_id == w.window_id)
+            .where((me.event_id == event_id) & w.is_latest)
+            .order_by(w.window_start)
+        )
+
     def missing(self, window_id: str, stage: str | None = None) -> pd.DataFrame:
         """The missing events of one stored window."""
         me = t.missing_events.c

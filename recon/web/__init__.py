@@ -1,0 +1,1 @@
+"""The read-only dashboard over the results store (`recon dashboard`)."""

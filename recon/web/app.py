@@ -1,0 +1,348 @@
+"""A read-only WSGI app over the results store: overview, window, missing events, event.
+
+Every stored string (event IDs included) is untrusted and HTML-escaped; no
+script, style or chart library comes from anywhere but this module.
+"""
+
+from __future__ import annotations
+
+import csv
+import hmac
+import io
+import urllib.parse
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime, timedelta
+from html import escape
+from typing import Any
+
+import pandas as pd
+
+from recon.config import PipelineConfig
+from recon.store import ResultStore
+from recon.web.charts import loss_chart
+
+PAGE_SIZE = 100
+STYLE = """
+body{font-family:system-ui,sans-serif;margin:1.5rem;color:#222}
+table{border-collapse:collapse;margin:.5rem 0}td,th{border:1px solid #ccc;padding:.2rem .5rem;
+text-align:right}td:first-child,th:first-child{text-align:left}
+.ok{color:#2ca02c}.breach{color:#d62728;font-weight:bold}.incomplete{color:#b8860b}
+.error{color:#9467bd;font-weight:bold}nav a{margin-right:1rem}
+"""
+COUNTERS = (
+    "upstream",
+    "arrived",
+    "lost",
+    "dead_lettered",
+    "pending",
+    "unverifiable",
+    "late",
+    "duplicates",
+    "orphans",
+    "unreadable",
+)
+Response = tuple[str, str, bytes]  # status, content type, body
+
+
+def _page(title: str, body: str) -> Response:
+    html = (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(title)}</title>"
+        f"<style>{STYLE}</style></head><body><nav><a href='/'>recon</a></nav>"
+        f"<h1>{escape(title)}</h1>{body}</body></html>"
+    )
+    return "200 OK", "text/html; charset=utf-8", html.encode()
+
+
+def _status(value: str) -> str:
+    return f"<span class='{escape(value)}'>{escape(value)}</span>"
+
+
+def _fmt(value: Any) -> str:
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return escape(str(value))
+
+
+class Dashboard:
+    """The WSGI application."""
+
+    def __init__(
+        self, store: ResultStore, config: PipelineConfig | None = None, token: str | None = None
+    ) -> None:
+        self.store, self.config, self.token = store, config, token
+        self.routes: list[tuple[str, Callable[..., Response]]] = [
+            ("/window/", self.window),
+            ("/missing/", self.missing),
+            ("/event/", self.event),
+        ]
+
+    def __call__(
+        self, environ: dict[str, Any], start_response: Callable[..., Any]
+    ) -> Iterable[bytes]:
+        """WSGI entry point."""
+        query = urllib.parse.parse_qs(environ.get("QUERY_STRING", ""))
+        status, kind, body = self.respond(
+            environ.get("PATH_INFO", "/"), query, environ.get("HTTP_AUTHORIZATION", "")
+        )
+        start_response(
+            status,
+            [
+                ("Content-Type", kind),
+                ("Content-Length", str(len(body))),
+                (
+                    "Content-Security-Policy",
+                    "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'",
+                ),
+                ("X-Content-Type-Options", "nosniff"),
+            ],
+        )
+        return [body]
+
+    def respond(self, path: str, query: dict[str, list[str]], auth: str = "") -> Response:
+        """Route a request (also used directly by tests)."""
+        if self.token is not None:
+            given = query.get("token", [""])[0] or auth.removeprefix("Bearer ").strip()
+            if not hmac.compare_digest(given, self.token):
+                return "401 Unauthorized", "text/plain", b"token required"
+        if path == "/":
+            return self.overview(query)
+        for prefix, handler in self.routes:
+            if path.startswith(prefix):
+                return handler(urllib.parse.unquote(path[len(prefix) :]), query)
+        return "404 Not Found", "text/plain", b"not found"
+
+    # -- pages --------------------------------------------------------------------------
+
+    def overview(self, query: dict[str, list[str]]) -> Response:
+        """Every pipeline: latest status, loss rate per stage over the chosen range."""
+        end = _when(query.get("end"), datetime.now(UTC))
+        start = _when(query.get("start"), end - timedelta(days=7))
+        metrics = self.store.stage_metrics(start=start, end=end)
+        body = [
+            f"<form method='get'>from <input name='start' value='{escape(start.isoformat())}'>"
+            f" to <input name='end' value='{escape(end.isoformat())}'> "
+            "<button>show</button></form>"
+        ]
+        if metrics.empty:
+            body.append("<p>No reconciled windows in this range.</p>")
+        for pipeline, rows in metrics.groupby("pipeline"):
+            hops = rows[rows["position"] > 0]
+            latest = rows[rows["window_start"] == rows["window_start"].max()]
+            body.append(
+                f"<h2>{escape(str(pipeline))}</h2><p>latest window "
+                f"{escape(str(latest['window_start'].iloc[0]))}: "
+                f"{_status(str(latest['status'].iloc[0]))}</p>"
+            )
+            series = {
+                str(stage): [
+                    (r.window_start.to_pydatetime(), float(r.loss_rate), bool(r.breach))
+                    for r in g.itertuples()
+                ]
+                for stage, g in hops.groupby("stage")
+            }
+            limits = {
+                str(stage): (
+                    None
+                    if pd.isna(g["threshold_loss_rate"].iloc[-1])
+                    else float(g["threshold_loss_rate"].iloc[-1])
+                )
+                for stage, g in hops.groupby("stage")
+            }
+            body.append(loss_chart(series, limits))
+            body.append(self._windows_table(rows))
+        return _page("Loss rate per stage", "".join(body))
+
+    def _windows_table(self, rows: pd.DataFrame) -> str:
+        lines = ["<table class='windows'><tr><th>window</th><th>status</th>"]
+        stages = [s for s in dict.fromkeys(rows.sort_values("position")["stage"]) if s]
+        lines += [f"<th>{escape(str(s))} loss</th>" for s in stages[1:]]
+        lines.append("</tr>")
+        for (start, window_id, status), g in rows.groupby(
+            ["window_start", "window_id", "status"], sort=True
+        ):
+            rates = dict(zip(g["stage"], g["loss_rate"], strict=True))
+            cells = "".join(f"<td>{rates.get(s, 0):.4%}</td>" for s in stages[1:])
+            lines.append(
+                f"<tr><td><a href='/window/{escape(str(window_id))}'>"
+                f"{escape(str(start))}</a></td><td>{_status(str(status))}</td>"
+                f"{cells}</tr>"
+            )
+        return "".join(lines) + "</table>"
+
+    def window(self, window_id: str, query: dict[str, list[str]]) -> Response:
+        """Per-stage counters, latency, expectations, and the window's run history."""
+        w = self.store.window(window_id)
+        if w is None:
+            return "404 Not Found", "text/plain", b"no such window"
+        m = self.store.window_metrics(window_id)
+        head = "".join(
+            f"<th>{c}</th>"
+            for c in (*COUNTERS, "loss_rate", "p50_ms", "p95_ms", "p99_ms", "max_ms", "breach")
+        )
+        rows = []
+        for r in m.itertuples():
+            cells = "".join(f"<td class='{c}'>{_fmt(getattr(r, c))}</td>" for c in COUNTERS)
+            lat = "".join(
+                f"<td>{_fmt(getattr(r, f'latency_{k}_ms'))}</td>"
+                for k in ("p50", "p95", "p99", "max")
+            )
+            link = (
+                f"<a href='/missing/{escape(window_id)}?stage="
+                f"{escape(urllib.parse.quote(str(r.stage)))}'>missing</a>"
+                if r.position > 0 and r.stage != "end_to_end"
+                else ""
+            )
+            rows.append(
+                f"<tr data-stage='{escape(str(r.stage))}'><td>{escape(str(r.stage))} "
+                f"{link}</td>{cells}<td>{r.loss_rate:.4%}</td>{lat}"
+                f"<td>{'BREACH' if r.breach else ''}</td></tr>"
+            )
+        exp = self.store.expectations(window_id)
+        exp_rows = "".join(
+            f"<tr><td>{escape(str(e.stage))}</td><td>{escape(str(e.column_name))}"
+            f" &lt;= {e.threshold:g}</td><td>{_fmt(e.observed)}</td><td>"
+            f"{'pass' if e.success else 'FAIL'}</td></tr>"
+            for e in exp.itertuples()
+        )
+        history = self.store.history(window_id)
+        hist_rows = "".join(
+            f"<tr><td><a href='/window/{escape(str(h.window_id))}'>"
+            f"{escape(str(h.computed_at))}</a></td><td>{_status(str(h.status))}"
+            f"</td><td>{_fmt(h.events)}</td><td>{'latest' if h.is_latest else ''}"
+            f"</td></tr>"
+            for h in history.itertuples()
+        )
+        body = (
+            f"<p>{escape(str(w['pipeline']))} [{escape(str(w['window_start']))}, "
+            f"{escape(str(w['window_end']))}) {_status(str(w['status']))} events="
+            f"{_fmt(w['events'])}</p>"
+            + (f"<p class='error'>{escape(str(w['error']))}</p>" if w["error"] else "")
+            + f"<table class='metrics'><tr><th>stage</th>{head}</tr>{''.join(rows)}</table>"
+            f"<h2>Expectations</h2><table><tr><th>stage</th><th>expectation</th>"
+            f"<th>observed</th><th>result</th></tr>{exp_rows}</table>"
+            f"<h2>Run history (restatements)</h2><table><tr><th>computed</th><th>status"
+            f"</th><th>events</th><th></th></tr>{hist_rows}</table>"
+        )
+        return _page("Window", body)
+
+    def missing(self, rest: str, query: dict[str, list[str]]) -> Response:
+        """Paged missing events of a window and stage, or all of them as CSV."""
+        window_id, _, suffix = rest.partition(".")
+        stage = query.get("stage", [None])[0]
+        frame = self.store.missing(window_id, stage)
+        if suffix == "csv":
+            out = io.StringIO()
+            writer = csv.writer(out)
+            writer.writerow(
+                [
+                    "event_id",
+                    "stage",
+                    "outcome",
+                    "origin_time",
+                    "last_stage",
+                    "last_seen_at",
+                    "last_location",
+                ]
+            )
+            for r in frame.itertuples():
+                writer.writerow(
+                    [
+                        r.event_id,
+                        r.stage,
+                        r.outcome,
+                        r.origin_time,
+                        r.last_stage,
+                        r.last_seen_at,
+                        r.last_location,
+                    ]
+                )
+            return "200 OK", "text/csv; charset=utf-8", out.getvalue().encode()
+        page = max(int(query.get("page", ["1"])[0] or 1), 1)
+        shown = frame.iloc[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
+        qs = f"stage={urllib.parse.quote(stage)}&" if stage else ""
+        rows = "".join(
+            f"<tr><td><a href='/event/{escape(urllib.parse.quote(str(r.event_id), safe=''))}'>"
+            f"{escape(str(r.event_id))}</a></td><td>{escape(str(r.stage))}</td><td>"
+            f"{escape(str(r.outcome))}</td><td>{escape(str(r.origin_time))}</td><td>"
+            f"{escape(str(r.last_stage))}</td><td>{escape(str(r.last_location))}</td></tr>"
+            for r in shown.itertuples()
+        )
+        pages = max((len(frame) + PAGE_SIZE - 1) // PAGE_SIZE, 1)
+        nav = (
+            f"<p>page {page} of {pages} ({len(frame)} events) "
+            + (f"<a href='?{qs}page={page - 1}'>previous</a> " if page > 1 else "")
+            + (f"<a href='?{qs}page={page + 1}'>next</a> " if page < pages else "")
+            + f"<a class='csv' href='/missing/{escape(window_id)}.csv?{qs}'>CSV</a></p>"
+        )
+        body = (
+            nav + "<table class='missing'><tr><th>event</th><th>stage</th><th>outcome</th>"
+            f"<th>origin time</th><th>last stage</th><th>last seen at</th></tr>{rows}</table>"
+        )
+        return _page("Missing events", body)
+
+    def event(self, event_id: str, query: dict[str, list[str]]) -> Response:
+        """One event: stored missing records and, with a config, its live trace."""
+        stored = self.store.missing_records(event_id)
+        rows = "".join(
+            f"<tr><td>{escape(str(r.pipeline))}</td><td>{escape(str(r.window_start))}"
+            f"</td><td>{escape(str(r.stage))}</td><td>{escape(str(r.outcome))}</td>"
+            f"<td>{escape(str(r.last_location))}</td></tr>"
+            for r in stored.itertuples()
+        )
+        body = [
+            f"<p class='event-id'>{escape(event_id)}</p><table><tr><th>pipeline</th>"
+            f"<th>window</th><th>stage</th><th>outcome</th><th>last seen</th></tr>{rows}"
+            "</table>"
+        ]
+        if self.config is not None:
+            from recon.engine.explain import explain, window_of
+
+            window = (
+                window_of(self.config, event_id, None, self.store) if not stored.empty else None
+            )
+            if window is not None:
+                trace = explain(self.config, event_id, window)
+                body.append(
+                    f"<h2>Trace</h2><p class='verdict'>{escape(trace.summary)}</p>"
+                    "<table><tr><th>time</th><th>stage</th><th>where</th><th>error</th>"
+                    "</tr>"
+                    + "".join(
+                        f"<tr><td>{escape(s.time.isoformat())}</td><td>"
+                        f"{escape(s.stage + (' (dead letter)' if s.sink else ''))}</td>"
+                        f"<td>{escape(s.location)}</td><td>{escape(s.error or '')}</td>"
+                        "</tr>"
+                        for s in trace.sightings
+                    )
+                    + "</table>"
+                )
+        return _page("Event", "".join(body))
+
+
+def _when(values: list[str] | None, default: datetime) -> datetime:
+    from recon.timeutil import parse_instant
+
+    if not values or not values[0]:
+        return default
+    try:
+        return parse_instant(values[0])
+    except ValueError:
+        return default
+
+
+def serve(app: Dashboard, host: str, port: int) -> None:
+    """Serve the dashboard (threaded wsgiref: enough for a team's read-only use)."""
+    import socketserver
+    from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+    class Server(socketserver.ThreadingMixIn, WSGIServer):
+        daemon_threads = True
+
+    class QuietHandler(WSGIRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            return  # access logs would repeat event IDs into the terminal
+
+    with make_server(host, port, app, server_class=Server, handler_class=QuietHandler) as httpd:
+        print(f"recon dashboard on http://{host}:{httpd.server_port}/", flush=True)
+        httpd.serve_forever()

@@ -1,0 +1,154 @@
+"""`recon dashboard` in a real browser (Playwright driving Debian's chromium)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import threading
+import urllib.parse
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from wsgiref.simple_server import make_server
+
+import pytest
+import yaml
+
+from recon.cli import main
+from recon.config import load_config
+from recon.simulate.plant import Targets, pipeline_config, plant
+from recon.simulate.scenario import Scenario, plan
+from recon.store import ResultStore
+from recon.web.app import Dashboard
+
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ARTIFACTS = Path(__file__).parent.parent / "test-artifacts"
+START = datetime(2026, 11, 26, tzinfo=UTC)
+EVIL = "<script>window.pwned=1</script>\"'&"
+
+
+@pytest.fixture
+def browser():  # type: ignore[no-untyped-def]
+    if not os.path.exists(CHROMIUM):
+        message = "Debian's chromium is not installed (scripts/setup.sh installs it)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def site(pg_url: str, bootstrap: str, unique: str, tmp_path: Path) -> Iterator[tuple]:
+    """3 hours x 500 events whose IDs all start with a <script> payload and quotes; hour 1
+    loses 10 % at the lake (over its 1 % threshold), 2 dead letters an hour."""
+    p = plan(
+        Scenario(
+            start=START,
+            hours=3,
+            events_per_hour=500,
+            seed=31,
+            id_prefix=EVIL,
+            lake_loss=lambda h: 0.1 if h == 1 else 0.0,
+            dead_letters_per_hour=2,
+        )
+    )
+    targets = Targets(pg_url, bootstrap, tmp_path / "lake", unique)
+    plant(p, targets)
+    config = tmp_path / "pipeline.yaml"
+    config.write_text(yaml.safe_dump(pipeline_config(targets, thresholds={"loss_rate": 0.01})))
+    assert (
+        main(
+            [
+                "run",
+                "--config",
+                str(config),
+                "--start",
+                START.isoformat(),
+                "--end",
+                (START + timedelta(hours=3)).isoformat(),
+            ]
+        )
+        == 1
+    )
+    cfg = load_config(config)
+    store = ResultStore(f"sqlite:///{tmp_path / 'recon-results.sqlite'}")
+    server = make_server("127.0.0.1", 0, Dashboard(store, cfg))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}", store, unique
+    server.shutdown()
+
+
+def test_pages_show_the_stored_numbers(browser, site) -> None:
+    """Overview: one chart, breach markers at hour 1 (lake and end to end). Window page:
+    every counter of every stage equals the stored one. CSV: exactly the missing IDs.
+    Event page: the <script> ID is shown literally and runs nothing."""
+    url, store, pipeline = site
+    page = browser.new_page()
+    page.goto(f"{url}/?start=2026-11-26T00:00Z&end=2026-11-26T03:00Z")
+    assert page.inner_text("h2") == pipeline
+    assert page.locator("svg.chart").count() == 1
+    assert page.locator("circle.breach").count() == 2
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "dashboard-overview.png"), full_page=True)
+
+    windows = store.windows(pipeline)
+    breached = windows[windows["status"] == "breach"].iloc[0]
+    page.goto(f"{url}/window/{breached['window_id']}")
+    stored = store.window_metrics(breached["window_id"])
+    for row in stored.itertuples():
+        cells = page.locator(f"tr[data-stage='{row.stage}'] td")
+        for name in (
+            "upstream",
+            "arrived",
+            "lost",
+            "dead_lettered",
+            "pending",
+            "late",
+            "duplicates",
+            "orphans",
+        ):
+            shown = page.locator(f"tr[data-stage='{row.stage}'] td.{name}").inner_text()
+            assert shown == str(getattr(row, name)), (row.stage, name)
+        assert cells.count() > 10
+    page.screenshot(path=str(ARTIFACTS / "dashboard-window.png"), full_page=True)
+
+    missing = store.missing(breached["window_id"], "lake")
+    assert len(missing) == 50 + 2  # 10 % of 500 lost, 2 dead-lettered
+    response = page.request.get(f"{url}/missing/{breached['window_id']}.csv?stage=lake")
+    rows = list(csv.DictReader(io.StringIO(response.text())))
+    assert sorted(r["event_id"] for r in rows) == sorted(missing["event_id"])
+
+    page.goto(f"{url}/missing/{breached['window_id']}?stage=lake")
+    assert page.locator("table.missing tr").count() == 1 + 52
+    evil = str(missing["event_id"].iloc[0])
+    assert evil.startswith(EVIL)
+    page.goto(f"{url}/event/{urllib.parse.quote(evil, safe='')}")
+    assert page.inner_text("p.event-id") == evil
+    assert "lost at lake" in page.inner_text(
+        "p.verdict"
+    ) or "dead-lettered at lake" in page.inner_text("p.verdict")
+    assert page.evaluate("typeof window.pwned") == "undefined"
+    page.screenshot(path=str(ARTIFACTS / "dashboard-event.png"), full_page=True)
+
+
+def test_token_is_required_when_configured(tmp_path: Path) -> None:
+    store = ResultStore(f"sqlite:///{tmp_path / 'r.sqlite'}")
+    store.upgrade()
+    app = Dashboard(store, token="s3cret")
+    assert app.respond("/", {})[0] == "401 Unauthorized"
+    assert app.respond("/", {"token": ["s3cret"]})[0] == "200 OK"
+    assert app.respond("/", {}, auth="Bearer s3cret")[0] == "200 OK"
