@@ -23,6 +23,7 @@ from recon.simulate.plant import Targets, pipeline_config, plant
 from recon.simulate.scenario import Scenario, plan
 from recon.store import ResultStore
 
+from .conftest import missing_in_ci_fails
 from .test_alerts import Receiver
 
 ROOT = Path(__file__).parent.parent
@@ -54,10 +55,7 @@ def _airflow(home: Path, *args: str, env: dict[str, str] | None = None) -> dict:
 @pytest.fixture(scope="module")
 def airflow_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if importlib.util.find_spec("airflow") is None:
-        message = "Airflow is not installed: scripts/setup.sh installs the 'airflow' extra"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        missing_in_ci_fails("Airflow is not installed: scripts/setup.sh installs the extra")
     home = tmp_path_factory.mktemp("airflow")
     env = {
         **os.environ,

@@ -22,6 +22,8 @@ from recon.simulate.scenario import Scenario, plan
 from recon.store import ResultStore
 from recon.web.app import Dashboard
 
+from .conftest import missing_in_ci_fails
+
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = [
     "--headless",
@@ -39,10 +41,7 @@ EVIL = "<script>window.pwned=1</script>\"'&"
 @pytest.fixture
 def browser():  # type: ignore[no-untyped-def]
     if not os.path.exists(CHROMIUM):
-        message = "Debian's chromium is not installed (scripts/setup.sh installs it)"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        missing_in_ci_fails("Debian's chromium is not installed (scripts/setup.sh installs it)")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:

@@ -12,16 +12,15 @@ from pathlib import Path
 
 import pytest
 
+from .conftest import missing_in_ci_fails
+
 HERE = Path(__file__).parent
 
 
 def test_promtool_rules() -> None:
     promtool = shutil.which("promtool")
     if promtool is None:
-        message = "promtool not found: scripts/setup.sh installs Debian's prometheus package"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        missing_in_ci_fails("promtool not found: scripts/setup.sh installs Debian's prometheus")
     result = subprocess.run(
         [promtool, "check", "rules", "../../alerts/recon.rules.yml"],
         cwd=HERE / "prometheus",
@@ -47,10 +46,7 @@ PUSHGATEWAY = "/usr/bin/prometheus-pushgateway"
 @pytest.fixture
 def pushgateway(tmp_path: Path):
     if not os.path.exists(PUSHGATEWAY):
-        message = "Pushgateway not found: scripts/setup.sh installs prometheus-pushgateway"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        missing_in_ci_fails("Pushgateway not found: scripts/setup.sh installs it")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

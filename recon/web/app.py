@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 
 from recon.config import PipelineConfig
+from recon.model import COUNTERS
 from recon.store import ResultStore
 from recon.web.charts import loss_chart
 
@@ -29,18 +30,6 @@ text-align:right}td:first-child,th:first-child{text-align:left}
 .ok{color:#2ca02c}.breach{color:#d62728;font-weight:bold}.incomplete{color:#b8860b}
 .error{color:#9467bd;font-weight:bold}nav a{margin-right:1rem}
 """
-COUNTERS = (
-    "upstream",
-    "arrived",
-    "lost",
-    "dead_lettered",
-    "pending",
-    "unverifiable",
-    "late",
-    "duplicates",
-    "orphans",
-    "unreadable",
-)
 Response = tuple[str, str, bytes]  # status, content type, body
 
 
