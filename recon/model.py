@@ -36,7 +36,6 @@ COUNTERS = (
     "orphans",
     "unreadable",
 )
-OUTCOMES = ("lost", "dead_lettered", "pending", "unverifiable")
 
 
 @dataclass(frozen=True, order=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import numpy as np
 import pyarrow as pa
@@ -18,13 +18,6 @@ from recon.timeutil import epoch_us
 
 # Fates of a cohort event (where it vanished, or that it made it).
 DELIVERED, LOST_KAFKA, LOST_LAKE, DEAD_LETTERED, PENDING = 0, 1, 2, 3, 4
-FATES = {
-    DELIVERED: "delivered",
-    LOST_KAFKA: "lost at kafka",
-    LOST_LAKE: "lost at lake",
-    DEAD_LETTERED: "dead-lettered at lake",
-    PENDING: "pending at lake",
-}
 US = 1_000_000
 
 
@@ -259,8 +252,3 @@ def _rows(
         ),
         committed=committed,
     )
-
-
-def hour_start(s: Scenario, h: int) -> datetime:
-    """Start of hour `h` of the scenario."""
-    return (s.start + timedelta(hours=h)).astimezone(UTC)

@@ -19,7 +19,6 @@ from recon.model import Window
 from recon.simulate.scenario import DEAD_LETTERED, DELIVERED, LOST_KAFKA, LOST_LAKE, PENDING, Plan
 from recon.timeutil import epoch_us
 
-STAGES = ("webhook", "kafka", "lake")
 _NEVER = np.iinfo(np.int64).max
 
 

@@ -25,8 +25,3 @@ def count_ledger(cfg: SourceConfig, window: Window) -> int:
     if hasattr(module, "count"):
         return int(module.count(cfg, window))
     return module.read(cfg, window).table.num_rows
-
-
-def describe(cfg: SourceConfig) -> str:
-    """A one-line description of the source, secrets hidden."""
-    return REGISTRY[cfg.source].describe(cfg)

@@ -15,7 +15,7 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
 from recon.errors import SourceError
-from recon.model import BadRecord, LedgerRead, Window
+from recon.model import BadRecord, LedgerRead, Window, empty_ledger
 from recon.sources.base import SourceConfig, ledger_table, to_utc_timestamp
 from recon.timeutil import iso
 
@@ -101,13 +101,8 @@ def read(cfg: Config, window: Window) -> LedgerRead:
         bad += [
             BadRecord(f"{path} row at {iso(t)}", f"{cfg.id} is null", time=t) for t in null_times
         ]
-    if not tables:
-        return LedgerRead(
-            describe(cfg),
-            ledger_table(pa.array([], pa.string()), pa.array([], pa.timestamp("us", tz="UTC")), ""),
-            bad,
-        )
-    return LedgerRead(describe(cfg), pa.concat_tables(tables), bad)
+    table = pa.concat_tables(tables) if tables else empty_ledger()
+    return LedgerRead(describe(cfg), table, bad)
 
 
 def _read_file(
