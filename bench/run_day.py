@@ -1,11 +1,19 @@
-"""`recon run` over one simulated day: wall time and peak memory, checked against the truth.
+"""`recon run` over one planted day: wall time, memory, phases, the read floor, pandas by hand.
 
-    .venv/bin/python bench/run_day.py --events 1000000 [--jobs 2]
+    .venv/bin/python bench/run_day.py --events 12000000 --jobs 2 --record bench/RESULTS.md
 
 Plants a day (24 hourly windows) of the incident-like scenario into the real
-servers (not timed), then runs `recon run` as a child process and reports its
-wall time and peak RSS. Every window's counters are checked against the
-simulator's ground truth: a fast wrong answer fails the benchmark.
+servers, an hour at a time (not timed): receipts table in PostgreSQL, a
+6-partition Kafka topic, the parquet lake, a dead-letter topic. Then, in order:
+
+1. `recon run` over the day as a child process: wall time, peak RSS of its
+   whole process tree (sampled from /proc) and of its largest process (GNU
+   time), seconds per phase (`--timings`). Every counter of every window is
+   compared with the simulator's truth: a fast wrong answer fails the run.
+2. The read floor (`floor.py`): each ledger's IDs read alone with plain code.
+3. Unless `--no-hand`: the hand-written pandas comparison of receipts vs lake
+   (`by_hand.py`) and `recon run` on the same two-stage comparison, both
+   checked against the truth.
 """
 
 from __future__ import annotations
@@ -13,65 +21,72 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
+import re
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import yaml
 
-from recon.simulate.plant import Targets, pipeline_config, plant
-from recon.simulate.scenario import Scenario, plan
-from recon.simulate.truth import truth
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import by_hand
+import floor
+from day import DAY, GRACE, HOURS, DayTruth, plant_day
+
+from recon.simulate.plant import Targets, pipeline_config
 
 PG_URL = os.environ.get("RECON_PG_URL", "postgresql+psycopg://recon@127.0.0.1:5432/recon")
 BOOTSTRAP = os.environ.get("RECON_KAFKA", "127.0.0.1:9092")
-DAY = datetime(2026, 11, 2, tzinfo=UTC)
+END = DAY + timedelta(hours=HOURS)
+COUNTERS = (
+    "upstream",
+    "arrived",
+    "lost",
+    "dead_lettered",
+    "pending",
+    "unverifiable",
+    "late",
+    "duplicates",
+    "orphans",
+)
 
 
-def scenario(events: int) -> Scenario:
-    """A day with every fault planted, including 30 % lake loss from 02:00 to 10:00."""
-    return Scenario(
-        start=DAY,
-        hours=24,
-        events_per_hour=events // 24,
-        partitions=6,
-        seed=5,
-        kafka_loss=0.00004,
-        lake_loss=lambda h: 0.302 if 2 <= h < 10 else 0.0,
-        dead_letters_per_hour=5,
-        webhook_retries=0.002,
-        producer_duplicates=0.001,
-        lake_duplicates=0.0005,
-        late_per_hour=3,
-        orphans_per_hour=1,
-    )
+def tree_rss_kib(root: int) -> int:
+    """Summed RSS of `root` and all its descendants, from /proc."""
+    children: dict[int, list[int]] = {}
+    rss: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            status = Path(f"/proc/{entry}/status").read_text()
+        except OSError:  # the process exited while we looked
+            continue
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        pid, ppid = int(entry), int(fields["PPid"])
+        children.setdefault(ppid, []).append(pid)
+        rss[pid] = int(fields.get("VmRSS", "0 kB").split()[0])
+    total, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        total += rss.get(pid, 0)
+        todo += children.get(pid, [])
+    return total
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--events", type=int, default=1_000_000)
-    parser.add_argument("--jobs", type=int, default=1)
-    parser.add_argument("--skip-truth", action="store_true")
-    parser.add_argument(
-        "--results",
-        default=PG_URL,
-        help="results store URL (default: the PostgreSQL of the services)",
-    )
-    args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="recon-bench-"))
-    s = scenario(args.events)
-    p = plan(s)
-    targets = Targets(PG_URL, BOOTSTRAP, work / "lake", f"bench_day_{args.events}")
-    t = time.perf_counter()
-    plant(p, targets)
-    print(f"planted {p.events.num_rows:,} events in {time.perf_counter() - t:.0f} s ({work})")
-    config = work / "pipeline.yaml"
-    config.write_text(yaml.safe_dump(pipeline_config(targets, results=args.results)))
-    report = work / "report.json"
+def run_recon(config: Path, jobs: int, work: Path, extra: list[str]) -> dict:
+    """`recon run` over the day in a child process; wall, memory and phases."""
+    report, timings = work / "report.json", work / "timings.json"
     cmd = [
+        "/usr/bin/time",
+        "-f",
+        "maxrss_kib=%M",
         sys.executable,
         "-m",
         "recon.cli",
@@ -79,45 +94,228 @@ def main() -> int:
         "--config",
         str(config),
         "--start",
-        s.start.isoformat(),
+        DAY.isoformat(),
         "--end",
-        s.end.isoformat(),
+        END.isoformat(),
         "--json",
         str(report),
+        "--timings",
+        str(timings),
         "--jobs",
-        str(args.jobs),
+        str(jobs),
+        *extra,
     ]
-    # GNU time reports the largest RSS in recon's process tree (pool workers included);
-    # measuring from here would count this process's planted data, inherited at fork.
-    t = time.perf_counter()
-    proc = subprocess.run(
-        ["/usr/bin/time", "-f", "maxrss_kib=%M", *cmd],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        check=False,
+    peak = [0]
+    started = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    def sample() -> None:
+        while proc.poll() is None:
+            peak[0] = max(peak[0], tree_rss_kib(proc.pid))
+            time.sleep(0.05)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    _, stderr = proc.communicate()
+    wall = time.perf_counter() - started
+    sampler.join()
+    if proc.returncode not in (0, 1):  # 1: the planted incident breaches, as it should
+        sys.exit(f"recon run failed with exit code {proc.returncode}:\n{stderr[-3000:]}")
+    largest = int(re.findall(r"maxrss_kib=(\d+)", stderr)[-1])
+    return {
+        "exit": proc.returncode,
+        "wall_s": wall,
+        "tree_peak_mib": peak[0] / 1024,
+        "largest_mib": largest / 1024,
+        "timings": json.loads(timings.read_text()),
+        "windows": json.loads(report.read_text())["windows"],
+    }
+
+
+def check_truth(windows: list[dict], truth: DayTruth, stages: set[str] | None = None) -> None:
+    """Every counter of every window must equal the planted truth."""
+    if len(windows) != HOURS:
+        sys.exit(f"WRONG: {len(windows)} windows, expected {HOURS}")
+    for w, (got, want) in enumerate(zip(windows, truth.windows, strict=True)):
+        for stage in got["stages"]:
+            name = stage["stage"]
+            if stages is not None and name not in stages:
+                continue
+            expected = {k: v for k, v in want[name].items() if k in COUNTERS}
+            actual = {k: stage[k] for k in expected}
+            if actual != expected:
+                sys.exit(f"WRONG window {w} ({got['start']}) {name}: {actual} != {expected}")
+
+
+def measure_floor(t: Targets, truth: DayTruth) -> dict[str, float]:
+    """Seconds per source for the plain reads; the counts must be the planted rows.
+
+    Each read covers everything planted for the day (an hour either side holds
+    the few rows stamped after midnight), slightly less than recon reads.
+    """
+    lo, hi = DAY - timedelta(hours=1), END + timedelta(hours=1)
+    reads = {
+        "receipts (ADBC)": lambda: floor.receipts_adbc(t.pg_url, t.receipts_table, lo, hi),
+        "receipts (COPY csv)": lambda: floor.receipts_copy(t.pg_url, t.receipts_table, lo, hi),
+        "lake": lambda: floor.lake(t.lake_path, lo, hi),
+        "kafka": lambda: floor.topic(t.bootstrap, t.topic, lo, hi, floor.Message.key),
+        "dead letters": lambda: floor.topic(
+            t.bootstrap, t.dead_letter_topic, lo, hi, floor.dead_letter_id
+        ),
+    }
+    planted = {
+        "receipts (ADBC)": truth.ledger_rows["receipts"],
+        "receipts (COPY csv)": truth.ledger_rows["receipts"],
+        "lake": truth.ledger_rows["lake"],
+        "kafka": truth.ledger_rows["kafka"],
+        "dead letters": truth.ledger_rows["dead_letters"],
+    }
+    seconds = {}
+    for name, read in reads.items():
+        took, rows = floor.timed(read)
+        if rows != planted[name]:
+            sys.exit(f"floor read {name}: {rows:,} rows, planted {planted[name]:,}")
+        seconds[name] = took
+        print(f"  floor {name:20s} {rows:>12,d} IDs {took:7.2f} s", flush=True)
+    return seconds
+
+
+def hand_comparison(t: Targets, truth: DayTruth, work: Path, jobs: int) -> dict:
+    """pandas by hand vs recon on the same receipts-vs-lake comparison; both vs the truth."""
+    started = time.perf_counter()
+    by_hour = by_hand.missing_per_hour(t.pg_url, t.receipts_table, t.lake_path, DAY, END, GRACE)
+    pandas_s = time.perf_counter() - started
+    want = {w: truth.not_in_lake(w) for w in range(HOURS)}
+    got = {w: by_hour.get(w, 0) for w in range(HOURS)}
+    if got != want:
+        sys.exit(f"WRONG pandas by hand: {got} != {want}")
+    cfg = pipeline_config(t, results=f"sqlite:///{work / 'two-stage.sqlite'}")
+    cfg["pipeline"] = f"{t.name}-receipts-vs-lake"
+    cfg["stages"] = [cfg["stages"][0], cfg["stages"][2]]
+    cfg["dead_letters"] = []
+    config = work / "two-stage.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    two = run_recon(config, jobs, work, ["--no-store"])
+    recon_missing = {
+        w: window["end_to_end"]["upstream"] - window["end_to_end"]["arrived"]
+        for w, window in enumerate(two["windows"])
+    }
+    if recon_missing != want:
+        sys.exit(f"WRONG recon two-stage: {recon_missing} != {want}")
+    return {"pandas_s": pandas_s, "recon": two, "missing": sum(want.values())}
+
+
+def machine() -> str:
+    """One line of machine facts."""
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.machine(),
     )
-    wall = time.perf_counter() - t
-    code = proc.returncode
-    peak_mib = int(proc.stderr.rsplit("maxrss_kib=", 1)[1].split()[0]) / 1024
+    mem = int(Path("/proc/meminfo").read_text().split()[1]) / 1024 / 1024
+    return f"{os.cpu_count()} cores ({cpu}), {mem:.0f} GiB RAM, Python {platform.python_version()}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--events", type=int, default=1_000_000, help="events in the day")
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--no-hand", action="store_true", help="skip the pandas comparison")
+    parser.add_argument("--no-floor", action="store_true", help="skip the read floor")
+    parser.add_argument("--record", type=Path, help="write this run's section into this file")
+    parser.add_argument("--results", default=PG_URL, help="results store of the timed run")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="recon-bench-"))
+    t = Targets(PG_URL, BOOTSTRAP, work / "lake", f"bench_{args.events}")
+    print(f"planting {args.events:,} events into {t.name} ({work}) ...", flush=True)
+    started = time.perf_counter()
+    truth = plant_day(args.events, t)
+    print(f"planted {truth.ledger_rows} in {time.perf_counter() - started:.0f} s", flush=True)
+    config = work / "pipeline.yaml"
+    config.write_text(yaml.safe_dump(pipeline_config(t, results=args.results)))
+
+    full = run_recon(config, args.jobs, work, [])
+    check_truth(full["windows"], truth)
     print(
-        f"recon run: exit {code}, {wall:.1f} s wall, peak RSS {peak_mib:,.0f} MiB "
-        f"(largest process), jobs={args.jobs}"
+        f"recon run: {full['wall_s']:.1f} s wall, peak RSS {full['tree_peak_mib']:,.0f} MiB "
+        f"(process tree), {full['largest_mib']:,.0f} MiB (largest process), exit {full['exit']}; "
+        f"all {HOURS} windows equal the truth",
+        flush=True,
     )
-    if code not in (0, 1):
-        return 1
-    if not args.skip_truth:
-        windows = json.loads(report.read_text())["windows"]
-        want = truth(p, timedelta(hours=1), timedelta(minutes=30), timedelta(minutes=1))
-        for got, w in zip(windows, want, strict=True):
-            for stage in got["stages"]:
-                expected = w.stages[stage["stage"]]
-                actual = {k: stage[k] for k in expected}
-                if actual != expected:
-                    print(f"WRONG {got['start']} {stage['stage']}: {actual} != {expected}")
-                    return 1
-        print(f"all {len(windows)} windows equal the simulator's truth")
+    for phase, seconds in full["timings"]["phases"].items():
+        print(f"  phase {phase:24s} {seconds:8.2f} s")
+    result = {"events": args.events, "jobs": args.jobs, "truth": truth, "full": full}
+    if not args.no_floor:
+        seconds = measure_floor(t, truth)
+        receipts = min(seconds.pop("receipts (ADBC)"), seconds.pop("receipts (COPY csv)"))
+        result["floor"] = {"receipts": receipts, **seconds}
+        total = sum(result["floor"].values())
+        print(f"read floor {total:.1f} s; recon run / floor = {full['wall_s'] / total:.2f}")
+    if not args.no_hand:
+        hand = hand_comparison(t, truth, work, args.jobs)
+        result["hand"] = hand
+        print(
+            f"receipts vs lake ({hand['missing']:,} missing): pandas by hand "
+            f"{hand['pandas_s']:.1f} s, recon {hand['recon']['wall_s']:.1f} s "
+            f"-> recon {hand['pandas_s'] / hand['recon']['wall_s']:.1f}x faster, same numbers"
+        )
+    if args.record:
+        record(args.record, result, " ".join(sys.argv[1:]))
     return 0
+
+
+def record(path: Path, r: dict, argv: str) -> None:
+    """Replace (or add) this size's section of the results file."""
+    full, truth = r["full"], r["truth"]
+    heading = f"## {r['events']:,} events/day, --jobs {r['jobs']}"
+    lines = [
+        heading,
+        "",
+        f"{datetime.now(UTC):%Y-%m-%d}, {machine()}.",
+        "",
+        "```",
+        f".venv/bin/python bench/run_day.py {argv}",
+        "```",
+        "",
+        f"Planted rows: {', '.join(f'{k} {v:,}' for k, v in truth.ledger_rows.items())}; "
+        f"{truth.events:,} cohort events. All {HOURS} windows equal the simulator's truth.",
+        "",
+        "| measure | value |",
+        "| --- | --- |",
+        f"| `recon run` wall | {full['wall_s']:.1f} s |",
+        f"| peak RSS, whole process tree (sampled) | {full['tree_peak_mib']:,.0f} MiB |",
+        f"| peak RSS, largest process (GNU time) | {full['largest_mib']:,.0f} MiB |",
+    ]
+    if "floor" in r:
+        total = sum(r["floor"].values())
+        parts = ", ".join(f"{k} {v:.1f} s" for k, v in r["floor"].items())
+        lines.append(f"| read floor (sequential, {parts}) | {total:.1f} s |")
+        lines.append(f"| recon run / read floor | {full['wall_s'] / total:.2f} |")
+    if "hand" in r:
+        hand = r["hand"]
+        lines.append(f"| receipts vs lake, pandas by hand | {hand['pandas_s']:.1f} s |")
+        lines.append(
+            f"| receipts vs lake, recon (same numbers) | {hand['recon']['wall_s']:.1f} s |"
+        )
+        lines.append(f"| pandas / recon | {hand['pandas_s'] / hand['recon']['wall_s']:.1f}x |")
+    lines += ["", "Seconds per phase (summed over threads and worker processes):", ""]
+    lines += ["| phase | seconds |", "| --- | --- |"]
+    lines += [f"| {k} | {v:.2f} |" for k, v in full["timings"]["phases"].items()]
+    section = "\n".join(lines) + "\n"
+    text = path.read_text() if path.exists() else "# Benchmark results\n"
+    if heading in text:
+        before, rest = text.split(heading, 1)
+        after = rest[rest.find("\n## ") + 1 :] if "\n## " in rest else ""
+        text = before + section + ("\n" + after if after else "")
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    path.write_text(text)
 
 
 if __name__ == "__main__":

@@ -43,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--json", type=Path, help="also write the JSON report to this file")
     run.add_argument("--jobs", type=int, default=1, help="windows reconciled in parallel")
     run.add_argument("--no-store", action="store_true", help="do not write the results store")
+    run.add_argument(
+        "--timings", type=Path, help="write wall time and seconds per phase (JSON) to this file"
+    )
 
     exp_ = sub.add_parser("explain", help="trace one event across the stages")
     exp_.add_argument("event_id")
@@ -116,6 +119,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         tmp = args.json.with_name(args.json.name + ".tmp")
         tmp.write_text(json.dumps(report.as_dict(), indent=2) + "\n")
         tmp.replace(args.json)
+    if args.timings:
+        timings = {"jobs": args.jobs, "windows": len(report.windows), **report.timings()}
+        args.timings.write_text(json.dumps(timings, indent=2) + "\n")
     if store is not None:
         after_run(cfg, report, store)
     return report.exit_code

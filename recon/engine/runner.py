@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 import uuid
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -13,9 +14,10 @@ from datetime import UTC, datetime
 from recon.checks.expectations import ensure_suite, validate
 from recon.config import PipelineConfig
 from recon.engine.metrics import Ranges, StageInput, compute_many
+from recon.engine.phases import Phases
 from recon.engine.rules import is_settled, run_exit_code, window_status
 from recon.errors import SourceError
-from recon.model import Window, WindowResult
+from recon.model import LedgerRead, Window, WindowResult
 from recon.sources import read_ledger
 from recon.sources.base import SourceConfig
 from recon.store import ResultStore
@@ -32,6 +34,8 @@ class RunReport:
     pipeline: str
     run_id: str
     windows: list[WindowResult] = field(default_factory=list)
+    phases: Phases = field(default_factory=Phases)
+    wall_s: float = 0.0
 
     @property
     def exit_code(self) -> int:
@@ -41,6 +45,10 @@ class RunReport:
     def as_dict(self) -> dict[str, object]:
         """The `--json` report (DESIGN.md contract)."""
         return {"pipeline": self.pipeline, "windows": [w.as_dict() for w in self.windows]}
+
+    def timings(self) -> dict[str, object]:
+        """Wall time and seconds per phase (`recon run --timings`)."""
+        return {"wall_s": round(self.wall_s, 3), "phases": self.phases.as_dict()}
 
 
 def config_digest(cfg: PipelineConfig) -> str:
@@ -55,7 +63,7 @@ def ranges(cfg: PipelineConfig) -> Ranges:
     return Ranges(grace=cfg.window.grace, skew=cfg.window.skew)
 
 
-def read_span(cfg: PipelineConfig, span: Window) -> list[StageInput]:
+def read_span(cfg: PipelineConfig, span: Window, phases: Phases | None = None) -> list[StageInput]:
     """Read every stage and dead-letter sink for the windows of `span`, concurrently.
 
     The origin is read over the span's origin range and the others over its
@@ -65,8 +73,14 @@ def read_span(cfg: PipelineConfig, span: Window) -> list[StageInput]:
     jobs: list[tuple[SourceConfig, Window]] = [(cfg.origin, r.origin(span))]
     jobs += [(s, r.downstream(span)) for s in cfg.stages[1:]]
     jobs += [(d, r.downstream(span)) for d in cfg.dead_letters]
-    with ThreadPoolExecutor(max_workers=len(jobs)) as pool:  # I/O bound, GIL released
-        reads = list(pool.map(lambda job: read_ledger(*job), jobs))
+    phases = phases if phases is not None else Phases()
+
+    def read(job: tuple[SourceConfig, Window]) -> LedgerRead:
+        with phases.timed(f"read {job[0].name}"):
+            return read_ledger(*job)
+
+    with phases.timed("read (all sources)"), ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+        reads = list(pool.map(read, jobs))  # I/O and C code: the GIL is mostly released
     by_name = {c.name: read for (c, _), read in zip(jobs, reads, strict=True)}
     return [
         StageInput(
@@ -99,19 +113,24 @@ def _notes(stages: list[StageInput], window: Window, r: Ranges) -> list[str]:
     return notes
 
 
-def reconcile_windows(cfg: PipelineConfig, windows: list[Window]) -> list[WindowResult]:
+def reconcile_windows(
+    cfg: PipelineConfig, windows: list[Window], phases: Phases | None = None
+) -> list[WindowResult]:
     """Compute consecutive windows from one read of every source (without the gate).
 
     A source that cannot be read gives every window an error result with no numbers.
     """
+    phases = phases if phases is not None else Phases()
     span = Window(windows[0].start, windows[-1].end)
     try:
-        stages = read_span(cfg, span)
+        stages = read_span(cfg, span, phases)
     except SourceError as exc:
         return [WindowResult(cfg.pipeline, w, "error", error=str(exc)) for w in windows]
     r = ranges(cfg)
+    with phases.timed("compute"):
+        computed_windows = compute_many(windows, stages, r)
     results = []
-    for window, computed in zip(windows, compute_many(windows, stages, r), strict=True):
+    for window, computed in zip(windows, computed_windows, strict=True):
         results.append(
             WindowResult(
                 cfg.pipeline,
@@ -130,6 +149,14 @@ def reconcile_windows(cfg: PipelineConfig, windows: list[Window]) -> list[Window
 def reconcile_window(cfg: PipelineConfig, window: Window) -> WindowResult:
     """Compute one window (without the gate)."""
     return reconcile_windows(cfg, [window])[0]
+
+
+def _reconcile_in_worker(
+    cfg: PipelineConfig, windows: list[Window]
+) -> tuple[list[WindowResult], Phases]:
+    """`reconcile_windows` in a pool worker: the phases travel back with the results."""
+    phases = Phases()
+    return reconcile_windows(cfg, windows, phases), phases
 
 
 def chunk(
@@ -183,6 +210,8 @@ def run(
     Windows are gated and stored as their chunk completes; with `keep_missing`
     false the missing IDs are then dropped from memory (they are in the store).
     """
+    started = time.perf_counter()
+    phases = Phases()
     windows = Window(start, end).split(cfg.window.size)
     suite = ensure_suite(cfg)  # configuration problems surface before any reading
     run_id = str(uuid.uuid4())
@@ -195,31 +224,35 @@ def run(
     results: list[WindowResult] = []
 
     def finish(part: list[WindowResult]) -> None:
-        validate(suite, part)
+        with phases.timed("expectations"):
+            validate(suite, part)
         for result in part:
             result.run_id = run_id
             _settle_status(cfg, result, now)
             if store is not None:
-                result.window_id = store.save_window(result, thresholds)
+                with phases.timed("store"):
+                    result.window_id = store.save_window(result, thresholds)
                 if not keep_missing:
                     result.missing = None
         results.extend(part)
 
     # The first window alone tells how big a window's reads are; the rest go in chunks
     # read once per source (no re-reading of the grace/skew overlap between windows).
-    first = reconcile_windows(cfg, windows[:1])
+    first = reconcile_windows(cfg, windows[:1], phases)
     chunks = chunk(windows[1:], _largest_read(first, len(cfg.stages)), jobs)
     if jobs > 1 and len(chunks) > 1:
         with ProcessPoolExecutor(max_workers=jobs) as pool:
-            parts = pool.map(reconcile_windows, [cfg] * len(chunks), chunks)  # submits all now
+            parts = pool.map(_reconcile_in_worker, [cfg] * len(chunks), chunks)  # submits all
             finish(first)  # the gate's first use (importing GX) overlaps the workers' reads
-            for part in parts:
+            for part, worker_phases in parts:
+                phases.merge(worker_phases)
                 finish(part)
     else:
         finish(first)
         for part in chunks:
-            finish(reconcile_windows(cfg, part))
-    report = RunReport(cfg.pipeline, run_id, results)
+            finish(reconcile_windows(cfg, part, phases))
+    report = RunReport(cfg.pipeline, run_id, results, phases)
     if store is not None:
         store.finish_run(run_id, {0: "ok", 1: "breach", 3: "error"}[report.exit_code])
+    report.wall_s = time.perf_counter() - started
     return report

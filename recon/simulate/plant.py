@@ -116,9 +116,14 @@ def pipeline_config(t: Targets, **overrides: Any) -> dict[str, Any]:
 
 
 def write_receipts(receipts: pa.Table, pg_url: str, table: str) -> None:
-    """(Re)create the receipts table and COPY the rows in."""
-    buffer = io.BytesIO()
-    pacsv.write_csv(receipts, buffer, pacsv.WriteOptions(include_header=False))
+    """(Re)create the receipts table, COPY the rows in, index the time column."""
+    create_receipts_table(pg_url, table)
+    append_receipts(receipts, pg_url, table)
+    index_receipts(pg_url, table)
+
+
+def create_receipts_table(pg_url: str, table: str) -> None:
+    """A fresh, empty receipts table (a webhook gateway's receipt log)."""
     with psycopg.connect(conninfo(pg_url)) as conn, conn.cursor() as cur:
         ident = psycopg.sql.Identifier(table)
         cur.execute(psycopg.sql.SQL("DROP TABLE IF EXISTS {}").format(ident))
@@ -128,11 +133,26 @@ def write_receipts(receipts: pa.Table, pg_url: str, table: str) -> None:
                 "payload jsonb DEFAULT '{{}}')"
             ).format(ident)
         )
+
+
+def append_receipts(receipts: pa.Table, pg_url: str, table: str) -> None:
+    """COPY receipt rows into an existing table."""
+    buffer = io.BytesIO()
+    pacsv.write_csv(receipts, buffer, pacsv.WriteOptions(include_header=False))
+    with psycopg.connect(conninfo(pg_url)) as conn, conn.cursor() as cur:
+        ident = psycopg.sql.Identifier(table)
         with cur.copy(
             psycopg.sql.SQL("COPY {} (event_id, received_at) FROM STDIN (FORMAT csv)").format(ident)
         ) as copy:
             copy.write(buffer.getvalue())
+
+
+def index_receipts(pg_url: str, table: str) -> None:
+    """The time index every real receipts table has (recon's reads filter on it)."""
+    with psycopg.connect(conninfo(pg_url)) as conn, conn.cursor() as cur:
+        ident = psycopg.sql.Identifier(table)
         cur.execute(psycopg.sql.SQL("CREATE INDEX ON {} (received_at)").format(ident))
+        cur.execute(psycopg.sql.SQL("ANALYZE {}").format(ident))
 
 
 def create_topic(bootstrap: str, topic: str, partitions: int) -> None:
@@ -199,8 +219,12 @@ def _produce_all(producer: Producer, send: Any, n: int) -> None:
         raise RuntimeError(f"{remaining} messages were not delivered")
 
 
-def produce_events(kafka: pa.Table, bootstrap: str, topic: str) -> None:
-    """Produce keyed messages with their planned record timestamps, in offset order."""
+def produce_events(kafka: pa.Table, bootstrap: str, topic: str, check: bool = True) -> None:
+    """Produce keyed messages with their planned record timestamps, in offset order.
+
+    `check` compares the topic's end offsets with the plan's (only a plan
+    produced into a fresh topic has the broker's offsets).
+    """
     producer = _producer(bootstrap)
     ids = kafka["event_id"].to_pylist()
     keys = [i.encode() for i in ids]
@@ -213,7 +237,8 @@ def produce_events(kafka: pa.Table, bootstrap: str, topic: str) -> None:
         lambda i: produce(topic, values[i], keys[i], partition=part[i], timestamp=ts[i]),
         len(ids),
     )
-    _check_offsets(bootstrap, topic, kafka)
+    if check:
+        _check_offsets(bootstrap, topic, kafka)
 
 
 def _check_offsets(bootstrap: str, topic: str, kafka: pa.Table) -> None:
@@ -269,8 +294,12 @@ def commit_offsets(bootstrap: str, group: str, topic: str, committed: dict[int, 
         future.result(30)
 
 
-def write_lake(lake: pa.Table, path: Path) -> None:
-    """Hive-partitioned parquet by ingestion hour: dt=YYYY-MM-DD/hour=HH/part-N.parquet."""
+def write_lake(lake: pa.Table, path: Path, batch: str | None = None) -> None:
+    """Hive-partitioned parquet by ingestion hour: dt=YYYY-MM-DD/hour=HH/part-N.parquet.
+
+    Without `batch` the partitions written replace what was there; with it, the
+    files are named part-<batch>-N and added next to the existing ones.
+    """
     t = lake["ingested_at"]
     table = lake.append_column("dt", pc.strftime(t, "%Y-%m-%d")).append_column(
         "hour", pc.strftime(t, "%H")
@@ -282,6 +311,6 @@ def write_lake(lake: pa.Table, path: Path) -> None:
         partitioning=ds.partitioning(
             pa.schema([("dt", pa.string()), ("hour", pa.string())]), flavor="hive"
         ),
-        existing_data_behavior="delete_matching",
-        basename_template="part-{i}.parquet",
+        existing_data_behavior="overwrite_or_ignore" if batch else "delete_matching",
+        basename_template=f"part-{batch}-{{i}}.parquet" if batch else "part-{i}.parquet",
     )
