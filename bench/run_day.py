@@ -19,6 +19,7 @@ servers, an hour at a time (not timed): receipts table in PostgreSQL, a
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -229,14 +230,19 @@ def main() -> int:
     parser.add_argument("--no-floor", action="store_true", help="skip the read floor")
     parser.add_argument("--record", type=Path, help="write this run's section into this file")
     parser.add_argument("--results", default=PG_URL, help="results store of the timed run")
+    parser.add_argument("--reuse", type=Path, help="a previous run's directory: do not re-plant")
     args = parser.parse_args()
 
-    work = Path(tempfile.mkdtemp(prefix="recon-bench-"))
+    work = args.reuse or Path(tempfile.mkdtemp(prefix="recon-bench-"))
     t = Targets(PG_URL, BOOTSTRAP, work / "lake", f"bench_{args.events}")
-    print(f"planting {args.events:,} events into {t.name} ({work}) ...", flush=True)
-    started = time.perf_counter()
-    truth = plant_day(args.events, t)
-    print(f"planted {truth.ledger_rows} in {time.perf_counter() - started:.0f} s", flush=True)
+    if args.reuse:
+        truth = DayTruth(**json.loads((work / "truth.json").read_text()))
+    else:
+        print(f"planting {args.events:,} events into {t.name} ({work}) ...", flush=True)
+        started = time.perf_counter()
+        truth = plant_day(args.events, t)
+        print(f"planted {truth.ledger_rows} in {time.perf_counter() - started:.0f} s", flush=True)
+        (work / "truth.json").write_text(json.dumps(dataclasses.asdict(truth)))
     config = work / "pipeline.yaml"
     config.write_text(yaml.safe_dump(pipeline_config(t, results=args.results)))
 

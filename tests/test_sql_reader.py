@@ -78,3 +78,20 @@ def test_unreachable_server_is_an_error_not_an_empty_table() -> None:
     )
     with pytest.raises(SourceError, match=r"127\.0\.0\.1"):
         sql.read(cfg, W)
+
+
+def test_non_text_ids_are_read_as_text_and_a_non_timestamp_time_is_an_error(
+    pg_url: str, unique: str
+) -> None:
+    """A bigint ID column reads as its decimal text; a text time column is refused by name."""
+    with psycopg.connect(conninfo(pg_url)) as conn:
+        conn.execute(f"CREATE TABLE {unique} (id bigint, received_at timestamptz, t text)")
+        conn.execute(
+            f"INSERT INTO {unique} VALUES (42, '2026-11-20 10:00:00+00', 'x'), "
+            "(7, '2026-11-20 11:00:00+00', 'y')"
+        )
+    cfg = sql.Config(name="w", source="sql", url=pg_url, table=unique, id="id")
+    assert sql.read(cfg, W).table.column("event_id").to_pylist() == ["42"]
+    bad = sql.Config(name="w", source="sql", url=pg_url, table=unique, id="id", time="t")
+    with pytest.raises(SourceError, match="column 't' must be timestamptz or timestamp"):
+        sql.read(bad, W)

@@ -31,6 +31,7 @@ except ImportError:  # pragma: no cover
 from recon.errors import SourceError
 from recon.model import BadRecord, LedgerRead, RetentionGap, Window
 from recon.sources.base import SourceConfig, ledger_table
+from recon.sources.gc_pause import gc_paused
 from recon.timeutil import epoch_us
 
 KIND = "kafka"
@@ -189,6 +190,21 @@ def _fetch(consumer: Consumer, cfg: Config, ranges: list[OffsetRange]) -> pa.Tab
     for p, end in todo.items():
         ends[p] = end
     pick = _picker(cfg.id)
+    with gc_paused():
+        _fetch_loop(consumer, cfg, todo, ends, expected, pick, batches)
+    return pa.Table.from_batches(batches) if batches else _raw_batch([], [], [], [])
+
+
+def _fetch_loop(
+    consumer: Consumer,
+    cfg: Config,
+    todo: dict[int, int],
+    ends: np.ndarray,
+    expected: int,
+    pick: Any,
+    batches: list[pa.RecordBatch],
+) -> None:
+    """Consume until every partition in `todo` reached its end offset; append to `batches`."""
     last_progress = time.monotonic()
     while todo:
         msgs = consumer.consume(num_messages=max(1, min(_BATCH, expected)), timeout=0.5)
@@ -221,7 +237,6 @@ def _fetch(consumer: Consumer, cfg: Config, ranges: list[OffsetRange]) -> pa.Tab
         )
         expected -= len(msgs)
         _finish(consumer, cfg, done, todo)
-    return pa.Table.from_batches(batches) if batches else _raw_batch([], [], [], [])
 
 
 def _raw_batch(part: Any, off: Any, ts: list, raw: list) -> pa.RecordBatch:
