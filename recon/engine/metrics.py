@@ -191,13 +191,16 @@ def _trace_sql(stages: list[StageInput]) -> list[str]:
     statements = [
         # Per window, the origin rows of its search range; the cohort is the IDs whose
         # first such row is inside the window.
+        # `n_in` counts the ID's rows inside the window itself (webhook retries).
         f"""CREATE TEMP TABLE origin_seen AS
-            SELECT w.w, s.event_id, min(s.stage_time) AS origin_time, {inflight0} AS f0
+            SELECT w.w, s.event_id, min(s.stage_time) AS origin_time, {inflight0} AS f0,
+                   count(*) FILTER (WHERE s.stage_time >= w.ws AND s.stage_time < w.we) AS n_in
             FROM s0 s JOIN wins w ON s.stage_time >= w.olo AND s.stage_time < w.ohi {join0}
             GROUP BY w.w, s.event_id""",
         # `k` numbers the (window, event) pairs: later joins and groups use it, not the ID.
         """CREATE TEMP TABLE cohort AS
-            SELECT o.*, w.ws, w.we, w.dlo, w.dhi, (row_number() OVER ())::BIGINT AS k
+            SELECT o.w, o.event_id, o.origin_time, o.f0, w.ws, w.we, w.dlo, w.dhi,
+                   (row_number() OVER ())::BIGINT AS k
             FROM origin_seen o JOIN wins w ON o.w = w.w
             WHERE o.origin_time >= w.ws AND o.origin_time < w.we""",
     ]
@@ -233,10 +236,13 @@ def _trace_sql(stages: list[StageInput]) -> list[str]:
             f"WHEN f{i - 1} THEN 'pending' {unverifiable} ELSE 'lost' END"
         )
     passed_cols = ", ".join(f"({passed[i]}) AS p{i}" for i in range(1, n))
+    # Only what the counts need: the ID, the window bounds and the places stay in
+    # `cohort` and are joined back for the missing events only.
     statements.append(f"""CREATE TEMP TABLE trace AS
         SELECT *, CASE {" ".join(outcome)} END AS outcome FROM (
           SELECT *, TRUE AS p0, {passed_cols}, CASE {hop} END AS hop FROM (
-            SELECT c.*, {", ".join(cols)} FROM cohort c {" ".join(joins)}))""")
+            SELECT c.k, c.w, c.we, c.origin_time, c.f0, {", ".join(cols)}
+            FROM cohort c {" ".join(joins)}))""")
     return statements
 
 
@@ -250,8 +256,8 @@ def _by_window(rows: list[tuple], n: int, names: tuple[str, ...]) -> list[dict]:
 def _origin_counts(con: duckdb.DuckDBPyConnection, n: int) -> list[dict]:
     # Webhook retries: rows in the window minus distinct IDs in the window.
     dups = con.execute("""
-        SELECT w.w, count(*) - count(DISTINCT s.event_id) FROM s0 s
-        JOIN wins w ON s.stage_time >= w.ws AND s.stage_time < w.we GROUP BY w.w""").fetchall()
+        SELECT w, sum(n_in) - count(*) FILTER (WHERE n_in > 0) FROM origin_seen
+        GROUP BY w""").fetchall()
     events = con.execute("SELECT w, count(*) FROM cohort GROUP BY w").fetchall()
     per_window = []
     for d, e in zip(
@@ -346,9 +352,9 @@ def _missing_sql(stages: list[StageInput]) -> str:
     )
     return f"""
       WITH m AS (
-        SELECT w, event_id, hop, outcome, origin_time,
-               CASE hop WHEN 1 THEN origin_time {last_time} END AS last_seen_at
-        FROM trace WHERE hop IS NOT NULL
+        SELECT t.w, c.event_id, t.hop, t.outcome, t.origin_time,
+               CASE t.hop WHEN 1 THEN t.origin_time {last_time} END AS last_seen_at
+        FROM trace t JOIN cohort c ON c.k = t.k WHERE t.hop IS NOT NULL
       ), places AS ({places})
       SELECT m.event_id, CASE m.hop {stage_name} END AS stage, m.outcome, m.origin_time,
              CASE m.hop {last_stage} END AS last_stage, m.last_seen_at, p.last_location, m.w

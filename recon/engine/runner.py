@@ -24,7 +24,7 @@ from recon.store import ResultStore
 
 MAX_NOTES_PER_STAGE = 20
 # Rows one read of one source may hold; windows are grouped under it (override: env).
-MAX_ROWS_PER_READ = int(os.environ.get("RECON_MAX_ROWS_PER_READ", "3000000"))
+MAX_ROWS_PER_READ = int(os.environ.get("RECON_MAX_ROWS_PER_READ", "2000000"))
 
 
 @dataclass
@@ -121,11 +121,28 @@ def reconcile_windows(
     A source that cannot be read gives every window an error result with no numbers.
     """
     phases = phases if phases is not None else Phases()
-    span = Window(windows[0].start, windows[-1].end)
+    return compute_windows(cfg, windows, read_windows(cfg, windows, phases), phases)
+
+
+def read_windows(
+    cfg: PipelineConfig, windows: list[Window], phases: Phases
+) -> list[StageInput] | SourceError:
+    """Every source read once over the ranges of `windows`, or the error that stopped it."""
     try:
-        stages = read_span(cfg, span, phases)
+        return read_span(cfg, Window(windows[0].start, windows[-1].end), phases)
     except SourceError as exc:
-        return [WindowResult(cfg.pipeline, w, "error", error=str(exc)) for w in windows]
+        return exc
+
+
+def compute_windows(
+    cfg: PipelineConfig,
+    windows: list[Window],
+    stages: list[StageInput] | SourceError,
+    phases: Phases,
+) -> list[WindowResult]:
+    """The windows' results from their reads (`read_windows`)."""
+    if isinstance(stages, SourceError):
+        return [WindowResult(cfg.pipeline, w, "error", error=str(stages)) for w in windows]
     r = ranges(cfg)
     with phases.timed("compute"):
         computed_windows = compute_many(windows, stages, r)
@@ -248,9 +265,21 @@ def run(
                 phases.merge(worker_phases)
                 finish(part)
     else:
-        finish(first)
-        for part in chunks:
-            finish(reconcile_windows(cfg, part, phases))
+        # One process: the next chunk is read while this one is computed, gated and
+        # stored (reads wait on servers and librdkafka; DuckDB releases the GIL).
+        with ThreadPoolExecutor(max_workers=1) as prefetch:
+            read = prefetch.submit(read_windows, cfg, chunks[0], phases) if chunks else None
+            finish(first)
+            for i, part in enumerate(chunks):
+                stages = read.result()  # type: ignore[union-attr]
+                # At most two chunks in memory: the one computed and the one read.
+                read = (
+                    prefetch.submit(read_windows, cfg, chunks[i + 1], phases)
+                    if i + 1 < len(chunks)
+                    else None
+                )
+                finish(compute_windows(cfg, part, stages, phases))
+                del stages  # this chunk's ledgers go before the next read is awaited
     report = RunReport(cfg.pipeline, run_id, results, phases)
     if store is not None:
         store.finish_run(run_id, {0: "ok", 1: "breach", 3: "error"}[report.exit_code])
