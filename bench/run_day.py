@@ -32,7 +32,9 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import psycopg
 import yaml
+from sqlalchemy.engine import make_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -79,6 +81,14 @@ def tree_rss_kib(root: int) -> int:
         total += rss.get(pid, 0)
         todo += children.get(pid, [])
     return total
+
+
+def fresh_database(pg_url: str, name: str) -> str:
+    """An empty database for the results store: earlier runs' rows would slow the writes."""
+    with psycopg.connect(floor.libpq_url(pg_url), autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        conn.execute(f"CREATE DATABASE {name}")
+    return make_url(pg_url).set(database=name).render_as_string(hide_password=False)
 
 
 def run_recon(config: Path, jobs: int, work: Path, extra: list[str]) -> dict:
@@ -229,7 +239,10 @@ def main() -> int:
     parser.add_argument("--no-hand", action="store_true", help="skip the pandas comparison")
     parser.add_argument("--no-floor", action="store_true", help="skip the read floor")
     parser.add_argument("--record", type=Path, help="write this run's section into this file")
-    parser.add_argument("--results", default=PG_URL, help="results store of the timed run")
+    parser.add_argument(
+        "--results",
+        help="results store of the timed run (default: a fresh PostgreSQL database, recon_bench)",
+    )
     parser.add_argument("--reuse", type=Path, help="a previous run's directory: do not re-plant")
     args = parser.parse_args()
 
@@ -244,7 +257,8 @@ def main() -> int:
         print(f"planted {truth.ledger_rows} in {time.perf_counter() - started:.0f} s", flush=True)
         (work / "truth.json").write_text(json.dumps(dataclasses.asdict(truth)))
     config = work / "pipeline.yaml"
-    config.write_text(yaml.safe_dump(pipeline_config(t, results=args.results)))
+    results = args.results or fresh_database(PG_URL, "recon_bench")
+    config.write_text(yaml.safe_dump(pipeline_config(t, results=results)))
 
     full = run_recon(config, args.jobs, work, [])
     check_truth(full["windows"], truth)
