@@ -7,7 +7,7 @@ import json
 import os
 import time
 import uuid
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -177,7 +177,7 @@ def _reconcile_in_worker(
 
 
 def chunk(
-    windows: list[Window], rows_per_window: int, jobs: int, max_rows: int = MAX_ROWS_PER_READ
+    windows: list[Window], rows_per_window: int, jobs: int, max_rows: int | None = None
 ) -> list[list[Window]]:
     """Group consecutive windows so that one read of a source stays under `max_rows` rows.
 
@@ -256,7 +256,8 @@ def run(
     # The first window alone tells how big a window's reads are; the rest go in chunks
     # read once per source (no re-reading of the grace/skew overlap between windows).
     first = reconcile_windows(cfg, windows[:1], phases)
-    chunks = chunk(windows[1:], _largest_read(first, len(cfg.stages)), jobs)
+    rows = _largest_read(first, len(cfg.stages))
+    chunks = chunk(windows[1:], rows, jobs)
     if jobs > 1 and len(chunks) > 1:
         with ProcessPoolExecutor(max_workers=jobs) as pool:
             parts = pool.map(_reconcile_in_worker, [cfg] * len(chunks), chunks)  # submits all
@@ -266,20 +267,31 @@ def run(
                 finish(part)
     else:
         # One process: the next chunk is read while this one is computed, gated and
-        # stored (reads wait on servers and librdkafka; DuckDB releases the GIL).
-        with ThreadPoolExecutor(max_workers=1) as prefetch:
-            read = prefetch.submit(read_windows, cfg, chunks[0], phases) if chunks else None
-            finish(first)
+        # stored (reads wait on servers and librdkafka; DuckDB releases the GIL). A
+        # window over one read's budget is read after the previous one is done: two
+        # of them would not fit in memory together (DuckDB spills what it must).
+        overlap = rows <= MAX_ROWS_PER_READ
+
+        def read_chunk(i: int) -> Future[list[StageInput] | SourceError] | None:
+            if not overlap or i >= len(chunks):
+                return None
+            return prefetch.submit(read_windows, cfg, chunks[i], phases)
+
+        # The gate and the store run in their own thread, in window order, so the
+        # next chunk's compute does not wait for them.
+        with ThreadPoolExecutor(1) as prefetch, ThreadPoolExecutor(1) as gate:
+            read = read_chunk(0)
+            finished = [gate.submit(finish, first)]
             for i, part in enumerate(chunks):
-                stages = read.result()  # type: ignore[union-attr]
-                # At most two chunks in memory: the one computed and the one read.
-                read = (
-                    prefetch.submit(read_windows, cfg, chunks[i + 1], phases)
-                    if i + 1 < len(chunks)
-                    else None
-                )
-                finish(compute_windows(cfg, part, stages, phases))
+                stages = read.result() if read else read_windows(cfg, part, phases)
+                read = read_chunk(i + 1)  # at most two chunks in memory
+                computed = compute_windows(cfg, part, stages, phases)
                 del stages  # this chunk's ledgers go before the next read is awaited
+                finished.append(gate.submit(finish, computed))
+                if finished[-2].done():
+                    finished[-2].result()  # a store that failed stops the run now
+            for done in finished:
+                done.result()
     report = RunReport(cfg.pipeline, run_id, results, phases)
     if store is not None:
         store.finish_run(run_id, {0: "ok", 1: "breach", 3: "error"}[report.exit_code])
