@@ -125,7 +125,7 @@ def test_cli_and_config_do_not_drift() -> None:
     subcommands = next(a for a in build_parser()._actions if a.dest == "command")
     run = subcommands.choices["run"]
     options = {a.dest for a in run._actions} - {"help"}
-    assert options == {"config", "start", "end", "json", "jobs", "no_store"}
+    assert options == {"config", "start", "end", "json", "jobs", "no_store", "timings"}
     assert not options & set(PipelineConfig.model_fields)
 
 

@@ -202,7 +202,7 @@ def test_chunked_pipelined_and_parallel_runs_give_the_same_report(
     """The planted 3 hours reconciled three ways give identical windows: the default (first
     window alone, then one read of the rest), every window its own read (a read budget of one
     row: oversized windows, read one after the other), and that with two processes. Only the
-    run and window IDs differ."""
+    run and window IDs differ. `--timings` names every phase."""
     from recon.engine import runner
 
     p, targets = planted
@@ -219,7 +219,16 @@ def test_chunked_pipelined_and_parallel_runs_give_the_same_report(
             del w["window_id"], w["run_id"]
         return windows
 
-    whole = report("whole")
+    whole = report("whole", "--timings", str(tmp_path / "timings.json"))
+    timings = json.loads((tmp_path / "timings.json").read_text())
+    assert (timings["jobs"], timings["windows"]) == (1, 3)
+    assert set(timings["phases"]) == {
+        *(f"read {name}" for name in ("webhook", "kafka", "lake", "dlq")),
+        "read (all sources)",
+        "compute",
+        "expectations",
+        "store",
+    }
     monkeypatch.setattr(runner, "MAX_ROWS_PER_READ", 1)
     assert report("one-window-reads") == whole
     assert report("two-processes", "--jobs", "2") == whole
