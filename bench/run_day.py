@@ -235,7 +235,7 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
     parser.add_argument("--events", type=int, default=1_000_000, help="events in the day")
-    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--no-hand", action="store_true", help="skip the pandas comparison")
     parser.add_argument("--no-floor", action="store_true", help="skip the read floor")
     parser.add_argument("--record", type=Path, help="write this run's section into this file")
