@@ -143,6 +143,21 @@ def run_recon(config: Path, jobs: int, work: Path, extra: list[str]) -> dict:
     }
 
 
+def time_check(config: Path) -> float:
+    """Wall time of `recon check` over the day (counts only), as a child process."""
+    cmd = [sys.executable, "-m", "recon.cli", "check", "--config", str(config)]
+    started = time.perf_counter()
+    proc = subprocess.run(
+        [*cmd, "--end", END.isoformat(), "--hours", str(HOURS)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode not in (0, 1):
+        sys.exit(f"recon check failed with exit code {proc.returncode}:\n{proc.stderr[-3000:]}")
+    return time.perf_counter() - started
+
+
 def check_truth(windows: list[dict], truth: DayTruth, stages: set[str] | None = None) -> None:
     """Every counter of every window must equal the planted truth."""
     if len(windows) != HOURS:
@@ -271,6 +286,8 @@ def main() -> int:
     for phase, seconds in full["timings"]["phases"].items():
         print(f"  phase {phase:24s} {seconds:8.2f} s")
     result = {"events": args.events, "jobs": args.jobs, "truth": truth, "full": full}
+    result["check_s"] = time_check(config)
+    print(f"recon check (counts only, 24 h): {result['check_s']:.2f} s wall")
     if not args.no_floor:
         seconds = measure_floor(t, truth)
         receipts = min(seconds.pop("receipts (ADBC)"), seconds.pop("receipts (COPY csv)"))
@@ -311,6 +328,7 @@ def record(path: Path, r: dict, argv: str) -> None:
         f"| `recon run` wall | {full['wall_s']:.1f} s |",
         f"| peak RSS, whole process tree (sampled) | {full['tree_peak_mib']:,.0f} MiB |",
         f"| peak RSS, largest process (GNU time) | {full['largest_mib']:,.0f} MiB |",
+        f"| `recon check --hours 24` (counts only) | {r['check_s']:.2f} s |",
     ]
     if "floor" in r:
         total = sum(r["floor"].values())
