@@ -39,6 +39,8 @@ MISSING_SCHEMA = pa.schema(
 _TS = pa.timestamp("us", tz="UTC")
 # With the next chunk's reads alongside, 800 MB keeps a 12 M-event day's run under 2 GB.
 DUCKDB_MEMORY = os.environ.get("RECON_DUCKDB_MEMORY", "800MB")
+# For a window bigger than one read's budget (read alone): its ledgers take the rest.
+DUCKDB_MEMORY_BIG_WINDOW = os.environ.get("RECON_DUCKDB_MEMORY_BIG_WINDOW", "400MB")
 # A row's place, kept as a struct while aggregating and formatted only for missing events.
 _PLACE = (
     "CASE WHEN s.partition IS NULL THEN s.location "
@@ -87,7 +89,10 @@ def compute(window: Window, stages: list[StageInput], ranges: Ranges | None = No
 
 
 def compute_many(
-    windows: list[Window], stages: list[StageInput], ranges: Ranges | None = None
+    windows: list[Window],
+    stages: list[StageInput],
+    ranges: Ranges | None = None,
+    memory_limit: str | None = None,
 ) -> list[Computed]:
     """Reconcile `windows` from ledgers read over all their search ranges.
 
@@ -97,7 +102,8 @@ def compute_many(
     ranges = ranges or Ranges()
     con = duckdb.connect(
         config={
-            "memory_limit": DUCKDB_MEMORY,  # beyond it, joins and aggregates spill to disk
+            # Beyond it, joins and aggregates spill to disk.
+            "memory_limit": memory_limit or DUCKDB_MEMORY,
             "temp_directory": os.path.join(tempfile.gettempdir(), "recon-duckdb"),
             "preserve_insertion_order": False,
         }
@@ -135,7 +141,9 @@ def compute_many(
         for stage, m in zip(stages, metrics, strict=True):
             m.unreadable = _unreadable(stage, window, ranges, origin=stage is stages[0])
         events = metrics[0].arrived
-        rows = missing.filter(pa.compute.equal(missing["w"], w)).drop_columns(["w"])
+        # One window (a big one, read alone): no filtered copy of its missing IDs.
+        mine = missing if len(windows) == 1 else missing.filter(pa.compute.equal(missing["w"], w))
+        rows = mine.drop_columns(["w"])
         results.append(Computed(events, metrics, _end_to_end(events, metrics), rows))
     return results
 

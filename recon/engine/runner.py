@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import hashlib
 import json
 import os
+import sys
 import time
 import uuid
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
@@ -13,7 +16,7 @@ from datetime import UTC, datetime
 
 from recon.checks.expectations import ensure_suite, validate
 from recon.config import PipelineConfig
-from recon.engine.metrics import Ranges, StageInput, compute_many
+from recon.engine.metrics import DUCKDB_MEMORY_BIG_WINDOW, Ranges, StageInput, compute_many
 from recon.engine.phases import Phases
 from recon.engine.rules import is_settled, run_exit_code, window_status
 from recon.errors import SourceError
@@ -22,6 +25,7 @@ from recon.sources import read_ledger
 from recon.sources.base import SourceConfig
 from recon.store import ResultStore
 
+_LIBC = ctypes.CDLL(ctypes.util.find_library("c")) if sys.platform == "linux" else None
 MAX_NOTES_PER_STAGE = 20
 # Rows one read of one source may hold; windows are grouped under it (override: env).
 MAX_ROWS_PER_READ = int(os.environ.get("RECON_MAX_ROWS_PER_READ", "2000000"))
@@ -132,6 +136,18 @@ def read_windows(
         return read_span(cfg, Window(windows[0].start, windows[-1].end), phases)
     except SourceError as exc:
         return exc
+    finally:
+        release_freed_memory()
+
+
+def release_freed_memory() -> None:
+    """Hand memory freed by the reads back to the OS before DuckDB takes its share.
+
+    librdkafka's and the readers' threads free hundreds of MB that glibc keeps in
+    per-thread arenas (RSS of a 5 M-event window's reads: +430 MB without this).
+    """
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
 
 
 def compute_windows(
@@ -145,7 +161,9 @@ def compute_windows(
         return [WindowResult(cfg.pipeline, w, "error", error=str(stages)) for w in windows]
     r = ranges(cfg)
     with phases.timed("compute"):
-        computed_windows = compute_many(windows, stages, r)
+        big = sum(s.ledger.table.num_rows for s in stages) > MAX_ROWS_PER_READ * len(stages)
+        memory = DUCKDB_MEMORY_BIG_WINDOW if big else None
+        computed_windows = compute_many(windows, stages, r, memory)
     results = []
     for window, computed in zip(windows, computed_windows, strict=True):
         results.append(
@@ -288,8 +306,11 @@ def run(
                 computed = compute_windows(cfg, part, stages, phases)
                 del stages  # this chunk's ledgers go before the next read is awaited
                 finished.append(gate.submit(finish, computed))
-                if finished[-2].done():
-                    finished[-2].result()  # a store that failed stops the run now
+                del computed
+                if not overlap or finished[-2].done():
+                    # A store that failed stops the run now. Big windows are stored
+                    # before the next one is read: their missing IDs take memory too.
+                    finished[-2 if overlap else -1].result()
             for done in finished:
                 done.result()
     report = RunReport(cfg.pipeline, run_id, results, phases)
