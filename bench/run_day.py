@@ -42,22 +42,12 @@ import by_hand
 import floor
 from day import DAY, GRACE, HOURS, DayTruth, plant_day
 
+from recon.model import COUNTERS
 from recon.simulate.plant import Targets, pipeline_config
 
 PG_URL = os.environ.get("RECON_PG_URL", "postgresql+psycopg://recon@127.0.0.1:5432/recon")
 BOOTSTRAP = os.environ.get("RECON_KAFKA", "127.0.0.1:9092")
 END = DAY + timedelta(hours=HOURS)
-COUNTERS = (
-    "upstream",
-    "arrived",
-    "lost",
-    "dead_lettered",
-    "pending",
-    "unverifiable",
-    "late",
-    "duplicates",
-    "orphans",
-)
 
 
 def tree_rss_kib(root: int) -> int:
