@@ -181,11 +181,6 @@ def compute_windows(
     return results
 
 
-def reconcile_window(cfg: PipelineConfig, window: Window) -> WindowResult:
-    """Compute one window (without the gate)."""
-    return reconcile_windows(cfg, [window])[0]
-
-
 def _reconcile_in_worker(
     cfg: PipelineConfig, windows: list[Window]
 ) -> tuple[list[WindowResult], Phases]:
