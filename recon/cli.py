@@ -9,12 +9,16 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from recon.config import PipelineConfig
-from recon.engine.runner import RunReport
 from recon.errors import ConfigError, ReconError
-from recon.store import ResultStore, store_url
 from recon.timeutil import iso, parse_instant
+
+if TYPE_CHECKING:
+    # Imported where used: `recon check` must not pay for DuckDB, GX or SQLAlchemy's ORM.
+    from recon.config import PipelineConfig
+    from recon.engine.runner import RunReport
+    from recon.store import ResultStore
 
 
 def _instant(text: str) -> datetime:
@@ -98,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _store(config_path: Path, results: str | None) -> ResultStore:
+    from recon.store import ResultStore, store_url
+
     return ResultStore(store_url(results, config_path.resolve().parent))
 
 
@@ -158,6 +164,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
 def cmd_dashboard(args: argparse.Namespace) -> int:
     """`recon dashboard`: serve the read-only dashboard."""
     from recon.config import load_config
+    from recon.store import ResultStore
     from recon.web.app import Dashboard, serve
 
     if args.host not in ("127.0.0.1", "localhost", "::1") and not args.token:
@@ -192,6 +199,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_db(args: argparse.Namespace) -> int:
     """`recon db upgrade`: apply the results-store migrations."""
     from recon.config import load_config
+    from recon.store import ResultStore
 
     if args.url:
         store = ResultStore(args.url)

@@ -49,6 +49,24 @@ def test_reads_exactly_the_window(pg_url: str, unique: str, column_type: str) ->
     assert set(read.table.column("location").to_pylist()) == {unique}
 
 
+@pytest.mark.parametrize("column_type", ["timestamptz", "timestamp"])
+def test_counts_each_window_without_reading_rows(
+    pg_url: str, unique: str, column_type: str
+) -> None:
+    """`count_many` over three windows split across its two connections.
+
+    09:00-10:00 holds `before`; 10:00-11:00 the five rows from `at-start` to the NULL
+    ID (a count is of rows, so the NULL ID and both `dup` rows count); 11:00-12:00
+    holds `at-end`. A window with no rows counts 0.
+    """
+    rows = [(i, t + ("+00" if column_type == "timestamptz" else "")) for i, t in ROWS]
+    _table(pg_url, unique, column_type, rows)
+    cfg = sql.Config(name="webhook", source="sql", url=pg_url, table=unique)
+    hours = Window(at("09:00:00"), at("13:00:00")).split(W.end - W.start)
+    assert sql.count_many(cfg, hours) == [1, 5, 1, 0]
+    assert sql.count(cfg, W) == 5
+
+
 def test_query_source_and_empty_range(pg_url: str, unique: str) -> None:
     _table(pg_url, unique, "timestamptz", [(i, t + "+00") for i, t in ROWS])
     cfg = sql.Config(

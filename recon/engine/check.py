@@ -18,7 +18,7 @@ from datetime import datetime
 
 from recon.config import PipelineConfig
 from recon.model import Window
-from recon.sources import count_ledger
+from recon.sources import count_ledger_windows
 from recon.sources.base import SourceConfig
 from recon.timeutil import iso
 
@@ -82,12 +82,12 @@ def check(
     """Count every stage and dead-letter sink per window of [start, end) and compare hops."""
     windows = Window(start, end).split(cfg.window.size)
     sources: list[SourceConfig] = [*cfg.stages, *cfg.dead_letters]
-    jobs = [(s, w) for w in windows for s in sources]
-    with ThreadPoolExecutor(max_workers=min(8, len(jobs))) as pool:
-        counts = list(pool.map(lambda job: count_ledger(*job), jobs))
+    # One job per source, all its windows on one connection or consumer.
+    with ThreadPoolExecutor(max_workers=len(sources)) as pool:
+        by_source = list(pool.map(lambda s: count_ledger_windows(s, windows), sources))
     per_window = [
-        dict(zip((s.name for s in sources), counts[i : i + len(sources)], strict=True))
-        for i in range(0, len(counts), len(sources))
+        {s.name: counts[i] for s, counts in zip(sources, by_source, strict=True)}
+        for i in range(len(windows))
     ]
     result = []
     for window, c in zip(windows, per_window, strict=True):

@@ -25,3 +25,11 @@ def count_ledger(cfg: SourceConfig, window: Window) -> int:
     if hasattr(module, "count"):
         return int(module.count(cfg, window))
     return module.read(cfg, window).table.num_rows
+
+
+def count_ledger_windows(cfg: SourceConfig, windows: list[Window]) -> list[int]:
+    """`count_ledger` of each window; kinds with `count_many` share one connection."""
+    module = REGISTRY[cfg.source]
+    if hasattr(module, "count_many"):
+        return [int(n) for n in module.count_many(cfg, windows)]
+    return [count_ledger(cfg, w) for w in windows]

@@ -11,7 +11,6 @@ import json
 import os
 from typing import Literal
 
-import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
@@ -126,6 +125,8 @@ def _as_text(value: object) -> str | None:
 
 def _typed(cfg: Config, path: str, raw: pa.Table) -> tuple[pa.Table, list[BadRecord]]:
     """Parse times (ISO 8601; no offset means UTC); rows without ID or time are BadRecords."""
+    import duckdb  # here: the config imports every source kind, `recon check` never needs it
+
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
     con.register("raw", raw)

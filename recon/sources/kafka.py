@@ -123,27 +123,42 @@ def partitions(consumer: Consumer, cfg: Config) -> list[int]:
 
 def offset_ranges(consumer: Consumer, cfg: Config, window: Window) -> list[OffsetRange]:
     """Per partition, the offsets whose records have timestamps in `window`."""
+    return offset_ranges_many(consumer, cfg, [window])[0]
+
+
+def offset_ranges_many(
+    consumer: Consumer, cfg: Config, windows: list[Window]
+) -> list[list[OffsetRange]]:
+    """`offset_ranges` of each window; each boundary instant is looked up once."""
     parts = partitions(consumer, cfg)
     # Kafka timestamps are whole ms: ts >= start  <=>  ts_ms >= ceil(start in ms).
-    starts = consumer.offsets_for_times(
-        [TopicPartition(cfg.topic, p, _ceil_ms(window.start)) for p in parts], cfg.timeout_s
-    )
-    ends = consumer.offsets_for_times(
-        [TopicPartition(cfg.topic, p, _ceil_ms(window.end)) for p in parts], cfg.timeout_s
-    )
-    ranges = []
-    for p, s, e in zip(parts, starts, ends, strict=True):
-        for tp in (s, e):
+    instants = sorted({_ceil_ms(t) for w in windows for t in (w.start, w.end)})
+    at: dict[int, list[TopicPartition]] = {}
+    for ms in instants:
+        found = consumer.offsets_for_times(
+            [TopicPartition(cfg.topic, p, ms) for p in parts], cfg.timeout_s
+        )
+        for p, tp in zip(parts, found, strict=True):
             if tp.error is not None:
                 raise SourceError(f"{describe(cfg)}: partition {p}: {tp.error}")
-        low, high = consumer.get_watermark_offsets(
+        at[ms] = found
+    marks = [
+        consumer.get_watermark_offsets(
             TopicPartition(cfg.topic, p), timeout=cfg.timeout_s, cached=False
         )
-        # -1: no record at or after the timestamp, i.e. the range runs to the end.
-        start = high if s.offset < 0 else s.offset
-        end = high if e.offset < 0 else e.offset
-        ranges.append(OffsetRange(p, max(start, low), max(end, low), low, high))
-    return ranges
+        for p in parts
+    ]
+    per_window = []
+    for w in windows:
+        starts, ends = at[_ceil_ms(w.start)], at[_ceil_ms(w.end)]
+        ranges = []
+        for p, s, e, (low, high) in zip(parts, starts, ends, marks, strict=True):
+            # -1: no record at or after the timestamp, i.e. the range runs to the end.
+            start = high if s.offset < 0 else s.offset
+            end = high if e.offset < 0 else e.offset
+            ranges.append(OffsetRange(p, max(start, low), max(end, low), low, high))
+        per_window.append(ranges)
+    return per_window
 
 
 def read(cfg: Config, window: Window) -> LedgerRead:
@@ -421,14 +436,22 @@ def committed_offsets(cfg: Config, parts: list[int]) -> dict[int, int]:
 
 
 def count(cfg: Config, window: Window) -> int:
-    """Offsets in `window` (from offsets_for_times), without reading a message.
+    """Offsets in `window` (from offsets_for_times), without reading a message."""
+    return count_many(cfg, [window])[0]
+
+
+def count_many(cfg: Config, windows: list[Window]) -> list[int]:
+    """Offsets in each window, from one consumer, without reading a message.
 
     An upper bound of the messages: transaction markers and compacted records
     take offsets too.
     """
     consumer = _consumer(cfg)
     try:
-        return sum(r.end - r.start for r in offset_ranges(consumer, cfg, window))
+        return [
+            sum(r.end - r.start for r in ranges)
+            for ranges in offset_ranges_many(consumer, cfg, windows)
+        ]
     except KafkaException as exc:
         raise SourceError(f"{describe(cfg)}: {exc.args[0]}") from exc
     finally:

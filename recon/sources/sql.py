@@ -7,7 +7,8 @@ Arrow's CSV reader here), never row by row in Python. Counts use psycopg.
 
 from __future__ import annotations
 
-from typing import Literal
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Literal
 
 import adbc_driver_manager
 import adbc_driver_postgresql.dbapi as adbc_pg
@@ -16,8 +17,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from psycopg import sql
 from pydantic import model_validator
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
 
 from recon.errors import ConfigError, SourceError
 from recon.model import BadRecord, LedgerRead, Window
@@ -46,12 +45,21 @@ class Config(SourceConfig):
         return self
 
 
-def conninfo(url: str, timeout_s: int = 10) -> str:
-    """Libpq connection string for a SQLAlchemy PostgreSQL URL."""
+def _parse_url(url: str) -> Any:
+    # SQLAlchemy's URL parser, imported here: importing SQLAlchemy takes ~0.2 s, a tenth
+    # of the budget of `recon check`, which never needs the rest of it.
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
     try:
-        parsed = make_url(url)
+        return make_url(url)
     except ArgumentError as exc:
         raise ConfigError(f"not a database URL: {exc}") from None
+
+
+def conninfo(url: str, timeout_s: int = 10) -> str:
+    """Libpq connection string for a SQLAlchemy PostgreSQL URL."""
+    parsed = _parse_url(url)
     if not parsed.drivername.startswith("postgresql"):
         raise ConfigError(f"sql source needs a postgresql URL, got {parsed.drivername}://")
     parts = {
@@ -69,7 +77,7 @@ def conninfo(url: str, timeout_s: int = 10) -> str:
 def describe(cfg: Config) -> str:
     """Where this source reads from, password hidden."""
     what = cfg.table or "query"
-    return f"sql {what} @ {make_url(cfg.url).render_as_string(hide_password=True)}"
+    return f"sql {what} @ {_parse_url(cfg.url).render_as_string(hide_password=True)}"
 
 
 def _relation(cfg: Config) -> sql.Composable:
@@ -147,19 +155,40 @@ def _ledger(cfg: Config, table: pa.Table) -> LedgerRead:
 
 def count(cfg: Config, window: Window) -> int:
     """Rows in `window`, counted by PostgreSQL (no rows cross the wire)."""
-    try:
+    return count_many(cfg, [window])[0]
+
+
+def count_many(cfg: Config, windows: list[Window]) -> list[int]:
+    """Rows in each window: one `count(*)` per window, over two connections.
+
+    Index range scans per window beat one scan of the whole span bucketed by
+    window (width_bucket: 1.8 s vs 0.8 s for a 12 M-row day); two connections
+    with one backend each halve that again (0.43 s), where PostgreSQL's own
+    parallel scans of a 500 k-row range cost more to start than they save.
+    """
+    query = sql.SQL("SELECT count(*) FROM {rel} WHERE {t} >= %s AND {t} < %s").format(
+        rel=_relation(cfg), t=sql.Identifier(cfg.time)
+    )
+
+    def counts(part: list[Window]) -> list[int]:
         with psycopg.connect(conninfo(cfg.url, cfg.connect_timeout_s)) as conn:
             conn.read_only = True
             with conn.cursor() as cur:
-                bounds: tuple = (window.start, window.end)
-                if _time_type(cur, cfg) == _TIMESTAMP_OID:
-                    bounds = tuple(b.replace(tzinfo=None) for b in bounds)
-                cur.execute(
-                    sql.SQL("SELECT count(*) FROM {rel} WHERE {t} >= %s AND {t} < %s").format(
-                        rel=_relation(cfg), t=sql.Identifier(cfg.time)
-                    ),
-                    bounds,
-                )
-                return int(cur.fetchall()[0][0])
+                cur.execute("SET max_parallel_workers_per_gather = 0")
+                naive = _time_type(cur, cfg) == _TIMESTAMP_OID
+                out = []
+                for w in part:
+                    bounds: tuple = (w.start, w.end)
+                    if naive:
+                        bounds = tuple(b.replace(tzinfo=None) for b in bounds)
+                    cur.execute(query, bounds)
+                    out.append(int(cur.fetchall()[0][0]))
+                return out
+
+    half = len(windows) // 2
+    parts = [p for p in (windows[:half], windows[half:]) if p]
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            return [n for part in pool.map(counts, parts) for n in part]
     except psycopg.Error as exc:
         raise SourceError(f"{describe(cfg)}: {str(exc).strip()}") from exc
