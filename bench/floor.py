@@ -29,11 +29,14 @@ def libpq_url(pg_url: str) -> str:
 
 
 def receipts_adbc(pg_url: str, table: str, start: datetime, end: datetime) -> int:
-    """ADBC's PostgreSQL driver: binary COPY decoded straight into Arrow (C++)."""
+    """ADBC's PostgreSQL driver: binary COPY decoded straight into Arrow (C++).
+
+    The bounds are literals: a query with parameters is not streamed as COPY.
+    """
     with adbc_pg.connect(libpq_url(pg_url)) as conn, conn.cursor() as cur:
         cur.execute(
-            f"SELECT event_id FROM {table} WHERE received_at >= $1 AND received_at < $2",
-            (start, end),
+            f"SELECT event_id FROM {table} WHERE received_at >= TIMESTAMPTZ '{start.isoformat()}' "
+            f"AND received_at < TIMESTAMPTZ '{end.isoformat()}'"
         )
         return cur.fetch_arrow_table().num_rows
 

@@ -134,6 +134,7 @@ def compute_many(
         .to_arrow_table()
         .cast(MISSING_SCHEMA.append(pa.field("w", pa.int32())))
     )
+    con.close()  # its temp tables go now, not whenever the connection is collected
     results = []
     for w, window in enumerate(windows):
         metrics = [StageMetrics(stages[0].name, **origin[w])]

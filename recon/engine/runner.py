@@ -164,6 +164,7 @@ def compute_windows(
         big = sum(s.ledger.table.num_rows for s in stages) > MAX_ROWS_PER_READ * len(stages)
         memory = DUCKDB_MEMORY_BIG_WINDOW if big else None
         computed_windows = compute_many(windows, stages, r, memory)
+    release_freed_memory()  # what DuckDB freed, before the next read allocates
     results = []
     for window, computed in zip(windows, computed_windows, strict=True):
         results.append(

@@ -8,6 +8,7 @@ Arrow's CSV reader here), never row by row in Python. Counts use psycopg.
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import adbc_driver_manager
@@ -123,21 +124,29 @@ def read(cfg: Config, window: Window) -> LedgerRead:
                 if not pa.types.is_timestamp(time_type):
                     raise SourceError(_bad_time_type(cfg))
                 # A naive column holds UTC wall times: compare it with naive bounds.
-                bounds = (window.start, window.end)
-                if time_type.tz is None:
-                    bounds = (window.start.replace(tzinfo=None), window.end.replace(tzinfo=None))
+                start, end = _literal(window.start, time_type), _literal(window.end, time_type)
                 if cfg.table is not None:
                     # Every row of a time range is read: a bitmap heap scan visits each
                     # page once, a plain index scan once per row (2-3x the server's time
                     # for a 2 M-row range here). A query's own plan is left alone.
                     cur.execute("SET enable_indexscan = off")
-                where = f"WHERE {_quoted(cfg.time)} >= $1 AND {_quoted(cfg.time)} < $2"
-                cur.execute(_select(cfg, where), bounds)
+                # The bounds are literals, not parameters: ADBC streams a query without
+                # parameters as binary COPY, but holds a parameterised one's whole result
+                # in libpq (a 5 M-row window: 596 MB peak instead of 247 MB, 2.1 s vs 1.4 s).
+                where = f"WHERE {_quoted(cfg.time)} >= {start} AND {_quoted(cfg.time)} < {end}"
+                cur.execute(_select(cfg, where))
                 table = cur.fetch_arrow_table()
             conn.rollback()  # read only: nothing to keep
     except adbc_driver_manager.Error as exc:
         raise SourceError(f"{describe(cfg)}: {str(exc).strip()}") from exc
     return _ledger(cfg, table)
+
+
+def _literal(instant: datetime, time_type: pa.DataType) -> str:
+    """A window bound as a SQL literal of the column's type (our own datetime, not input)."""
+    if time_type.tz is None:
+        return f"TIMESTAMP '{instant.astimezone(UTC).replace(tzinfo=None).isoformat()}'"
+    return f"TIMESTAMPTZ '{instant.astimezone(UTC).isoformat()}'"
 
 
 def _ledger(cfg: Config, table: pa.Table) -> LedgerRead:
