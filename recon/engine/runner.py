@@ -298,15 +298,18 @@ def run(
             finished = [gate.submit(finish, first)]
             for i, part in enumerate(chunks):
                 stages = read.result() if read else read_windows(cfg, part, phases)
+                if not overlap:
+                    # A big window is read while the previous one is stored, and
+                    # computed once that store is done: DuckDB's share and a breached
+                    # window's missing IDs do not fit in memory together.
+                    finished[-1].result()
                 read = read_chunk(i + 1)  # at most two chunks in memory
                 computed = compute_windows(cfg, part, stages, phases)
                 del stages  # this chunk's ledgers go before the next read is awaited
                 finished.append(gate.submit(finish, computed))
                 del computed
-                if not overlap or finished[-2].done():
-                    # A store that failed stops the run now. Big windows are stored
-                    # before the next one is read: their missing IDs take memory too.
-                    finished[-2 if overlap else -1].result()
+                if overlap and finished[-2].done():
+                    finished[-2].result()  # a store that failed stops the run now
             for done in finished:
                 done.result()
     report = RunReport(cfg.pipeline, run_id, results, phases)
