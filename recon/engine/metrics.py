@@ -182,55 +182,75 @@ def _horizon(stage: StageInput) -> datetime | None:
 
 
 def _inflight(i: int, stage: StageInput) -> tuple[str, str]:
-    """(aggregate, join): whether a copy is at or beyond the consumer group's committed offset."""
+    """(row expression, join): whether a row is at or beyond the group's committed offset."""
     if stage.ledger.committed is None:
         return "FALSE", ""
     return (
-        # No committed offset for the partition: nothing proves it in flight.
-        'coalesce(bool_or(s."offset" >= c.committed), FALSE)',
+        # No committed offset for the partition: NULL, and nothing proves it in flight.
+        's."offset" >= c.committed',
         f"LEFT JOIN c{i} c ON c.partition = s.partition",
     )
 
 
 def _trace_sql(stages: list[StageInput]) -> list[str]:
-    """Statements that build `trace`, a row per (window, cohort event).
+    """Statements that build `trace`, a row per (window, cohort event), and `orphans`.
 
-    Each row says where the event was seen, and the hop and outcome of its loss.
+    Each trace row says where the event was seen, and the hop and outcome of its loss.
     """
     inflight0, join0 = _inflight(0, stages[0])
-    statements = [
-        # Per window, the origin rows of its search range; the cohort is the IDs whose
-        # first such row is inside the window.
-        # `n_in` counts the ID's rows inside the window itself (webhook retries).
-        f"""CREATE TEMP TABLE origin_seen AS
-            SELECT w.w, s.event_id, min(s.stage_time) AS origin_time, {inflight0} AS f0,
-                   count(*) FILTER (WHERE s.stage_time >= w.ws AND s.stage_time < w.we) AS n_in
-            FROM s0 s JOIN wins w ON s.stage_time >= w.olo AND s.stage_time < w.ohi {join0}
-            GROUP BY w.w, s.event_id""",
-        # `k` numbers the (window, event) pairs: later joins and groups use it, not the ID.
-        """CREATE TEMP TABLE cohort AS
-            SELECT o.w, o.event_id, o.origin_time, o.f0, w.ws, w.we, w.dlo, w.dhi,
-                   (row_number() OVER ())::BIGINT AS k
-            FROM origin_seen o JOIN wins w ON o.w = w.w
-            WHERE o.origin_time >= w.ws AND o.origin_time < w.we""",
-    ]
     n = len(stages)
-    cols, joins = [], []
+    statements = [
+        # Per window, the origin rows of its search range (an ID seen there: `seen`);
+        # the cohort is the IDs whose first such row is inside the window. `n_in`
+        # counts the ID's rows inside the window itself (webhook retries). `k` numbers
+        # the (window, ID) pairs: later joins and groups use it, not the ID.
+        f"""CREATE TEMP TABLE seen AS
+            SELECT o.*, (row_number() OVER ())::BIGINT AS k,
+                   o.origin_time >= w.ws AND o.origin_time < w.we AS cohort
+            FROM (
+              SELECT w.w, s.event_id, min(s.stage_time) AS origin_time,
+                     coalesce(bool_or({inflight0}), FALSE) AS f0,
+                     count(*) FILTER (WHERE s.stage_time >= w.ws AND s.stage_time < w.we)
+                       AS n_in
+              FROM s0 s JOIN wins w ON s.stage_time >= w.olo AND s.stage_time < w.ohi {join0}
+              GROUP BY w.w, s.event_id) o
+            JOIN wins w ON o.w = w.w""",
+    ]
+    # Every downstream row (stage i: tag i; its dead letters: tag -i) paired with each
+    # window whose downstream range holds it, then looked up once by (window, ID):
+    # a hit on a cohort pair is a sighting of that event; a row inside its own window
+    # with no origin row in that window's range is an orphan. One hash table of
+    # `seen` serves every stage, its dead letters and the orphan check.
+    rows = []
     for i in range(1, n):
         inflight, join = _inflight(i, stages[i])
-        statements.append(f"""CREATE TEMP TABLE a{i} AS
-            SELECT c.k, min(s.stage_time) AS t, count(*) AS n, {inflight} AS inflight
-            FROM s{i} s JOIN cohort c ON c.event_id = s.event_id
-              AND s.stage_time >= c.dlo AND s.stage_time < c.dhi {join}
-            GROUP BY c.k""")
-        statements.append(f"""CREATE TEMP TABLE x{i} AS
-            SELECT DISTINCT c.k FROM d{i} d JOIN cohort c ON c.event_id = d.event_id
-              AND d.stage_time >= c.dlo AND d.stage_time < c.dhi""")
-        cols.append(
-            f"a{i}.t AS t{i}, coalesce(a{i}.n, 0) AS n{i}, "
-            f"coalesce(a{i}.inflight, FALSE) AS f{i}, x{i}.k IS NOT NULL AS dl{i}"
+        rows.append(
+            f"SELECT s.event_id, s.stage_time AS t, {i}::TINYINT AS tag, {inflight} AS fl "
+            f"FROM s{i} s {join}"
         )
-        joins.append(f"LEFT JOIN a{i} ON a{i}.k = c.k LEFT JOIN x{i} ON x{i}.k = c.k")
+        rows.append(f"SELECT event_id, stage_time, {-i}::TINYINT, FALSE FROM d{i}")
+    statements.append(f"""CREATE TEMP TABLE hits AS
+        SELECT o.k, o.cohort, x.tag, x.t, x.fl, x.w,
+               CASE WHEN o.k IS NULL AND x.own AND x.tag > 0 THEN x.event_id END AS orphan
+        FROM (
+          SELECT w.w, s.event_id, s.t, s.tag, s.fl, s.t >= w.ws AND s.t < w.we AS own
+          FROM ({" UNION ALL ".join(rows)}) s
+          JOIN wins w ON s.t >= w.dlo AND s.t < w.dhi) x
+        LEFT JOIN seen o ON o.w = x.w AND o.event_id = x.event_id""")
+    # Per cohort event and stage: first sighting, rows, in flight, dead-lettered.
+    per_stage = []
+    for i in range(1, n):
+        per_stage.append(
+            f"min(CASE WHEN tag = {i} THEN t END) AS t{i}, "
+            f"count(CASE WHEN tag = {i} THEN 1 END) AS n{i}, "
+            f"coalesce(bool_or(CASE WHEN tag = {i} THEN fl END), FALSE) AS f{i}, "
+            f"coalesce(bool_or(tag = {-i}), FALSE) AS dl{i}"
+        )
+    statements.append(f"""CREATE TEMP TABLE sightings AS
+        SELECT k, {", ".join(per_stage)} FROM hits WHERE cohort GROUP BY k""")
+    statements.append("""CREATE TEMP TABLE orphans AS
+        SELECT w, tag, count(DISTINCT orphan) AS orphans FROM hits
+        WHERE orphan IS NOT NULL GROUP BY w, tag""")
     passed = {i: " OR ".join(f"t{j} IS NOT NULL" for j in range(i, n)) for i in range(1, n)}
     hop = " ".join(f"WHEN NOT ({passed[i]}) THEN {i}" for i in range(1, n))
     outcome = []
@@ -246,13 +266,19 @@ def _trace_sql(stages: list[StageInput]) -> list[str]:
             f"WHEN f{i - 1} THEN 'pending' {unverifiable} ELSE 'lost' END"
         )
     passed_cols = ", ".join(f"({passed[i]}) AS p{i}" for i in range(1, n))
-    # Only what the counts need: the ID, the window bounds and the places stay in
-    # `cohort` and are joined back for the missing events only.
+    cols = ", ".join(
+        f"a.t{i}, coalesce(a.n{i}, 0) AS n{i}, coalesce(a.f{i}, FALSE) AS f{i}, "
+        f"coalesce(a.dl{i}, FALSE) AS dl{i}"
+        for i in range(1, n)
+    )
+    # Only what the counts need: the ID and the places stay in `seen` and are
+    # joined back for the missing events only.
     statements.append(f"""CREATE TEMP TABLE trace AS
         SELECT *, CASE {" ".join(outcome)} END AS outcome FROM (
           SELECT *, TRUE AS p0, {passed_cols}, CASE {hop} END AS hop FROM (
-            SELECT c.k, c.w, c.we, c.origin_time, c.f0, {", ".join(cols)}
-            FROM cohort c {" ".join(joins)}))""")
+            SELECT c.k, c.w, w.we, c.origin_time, c.f0, {cols}
+            FROM seen c JOIN wins w ON w.w = c.w LEFT JOIN sightings a ON a.k = c.k
+            WHERE c.cohort))""")
     return statements
 
 
@@ -266,9 +292,9 @@ def _by_window(rows: list[tuple], n: int, names: tuple[str, ...]) -> list[dict]:
 def _origin_counts(con: duckdb.DuckDBPyConnection, n: int) -> list[dict]:
     # Webhook retries: rows in the window minus distinct IDs in the window.
     dups = con.execute("""
-        SELECT w, sum(n_in) - count(*) FILTER (WHERE n_in > 0) FROM origin_seen
+        SELECT w, sum(n_in) - count(*) FILTER (WHERE n_in > 0) FROM seen
         GROUP BY w""").fetchall()
-    events = con.execute("SELECT w, count(*) FROM cohort GROUP BY w").fetchall()
+    events = con.execute("SELECT w, count(*) FROM seen WHERE cohort GROUP BY w").fetchall()
     per_window = []
     for d, e in zip(
         _by_window(dups, n, ("duplicates",)), _by_window(events, n, ("events",)), strict=True
@@ -298,11 +324,7 @@ def _hop_counts(
                quantile_disc({latency}, [0.5, 0.95, 0.99]), max({latency})
         FROM trace GROUP BY w""").fetchall()
     # Orphans: rows in the window whose ID has no origin row in the window's origin range.
-    orphans = con.execute(f"""
-        SELECT w.w, count(DISTINCT s.event_id) FROM s{i} s
-        JOIN wins w ON s.stage_time >= w.ws AND s.stage_time < w.we
-        ANTI JOIN origin_seen o ON o.w = w.w AND o.event_id = s.event_id
-        GROUP BY w.w""").fetchall()
+    orphans = con.execute(f"SELECT w, orphans FROM orphans WHERE tag = {i}").fetchall()
     per_window = []
     for counts, orphan in zip(
         _by_window(rows, n, _HOP), _by_window(orphans, n, ("orphans",)), strict=True
@@ -364,7 +386,7 @@ def _missing_sql(stages: list[StageInput]) -> str:
       WITH m AS (
         SELECT t.w, c.event_id, t.hop, t.outcome, t.origin_time,
                CASE t.hop WHEN 1 THEN t.origin_time {last_time} END AS last_seen_at
-        FROM trace t JOIN cohort c ON c.k = t.k WHERE t.hop IS NOT NULL
+        FROM trace t JOIN seen c ON c.k = t.k WHERE t.hop IS NOT NULL
       ), places AS ({places})
       SELECT m.event_id, CASE m.hop {stage_name} END AS stage, m.outcome, m.origin_time,
              CASE m.hop {last_stage} END AS last_stage, m.last_seen_at, p.last_location, m.w
