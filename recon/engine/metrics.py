@@ -128,7 +128,7 @@ def compute_many(
     for statement in _trace_sql(stages):
         con.execute(statement)
     origin = _origin_counts(con, len(windows))
-    hops = [_hop_counts(con, stages, i, len(windows)) for i in range(1, len(stages))]
+    hops = [_hop_counts(con, i, len(windows)) for i in range(1, len(stages))]
     missing = (
         con.sql(_missing_sql(stages))
         .to_arrow_table()
@@ -308,9 +308,7 @@ def _origin_counts(con: duckdb.DuckDBPyConnection, n: int) -> list[dict]:
 _HOP = (*COUNTERS[:8], "quantiles", "worst")
 
 
-def _hop_counts(
-    con: duckdb.DuckDBPyConnection, stages: list[StageInput], i: int, n: int
-) -> list[dict]:
+def _hop_counts(con: duckdb.DuckDBPyConnection, i: int, n: int) -> list[dict]:
     latency = f"(epoch_us(t{i}) - epoch_us(origin_time)) / 1000.0"
     rows = con.execute(f"""
         SELECT w, count(*) FILTER (WHERE p{i - 1}),
