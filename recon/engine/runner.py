@@ -14,6 +14,8 @@ from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+import pyarrow as pa
+
 from recon.checks.expectations import ensure_suite, validate
 from recon.config import PipelineConfig
 from recon.engine.metrics import DUCKDB_MEMORY_BIG_WINDOW, Ranges, StageInput, compute_many
@@ -144,8 +146,11 @@ def release_freed_memory() -> None:
     """Hand memory freed by the reads back to the OS before DuckDB takes its share.
 
     librdkafka's and the readers' threads free hundreds of MB that glibc keeps in
-    per-thread arenas (RSS of a 5 M-event window's reads: +430 MB without this).
+    per-thread arenas (RSS of a 5 M-event window's reads: +430 MB without this),
+    and Arrow's mimalloc pool keeps what the freed ledgers held (5 M-event
+    windows: peak 2,090 -> 1,882 MiB with `release_unused`).
     """
+    pa.default_memory_pool().release_unused()  # Arrow's allocator (mimalloc) keeps it too
     if _LIBC is not None:
         _LIBC.malloc_trim(0)
 
@@ -160,6 +165,7 @@ def compute_windows(
     if isinstance(stages, SourceError):
         return [WindowResult(cfg.pipeline, w, "error", error=str(stages)) for w in windows]
     r = ranges(cfg)
+    release_freed_memory()  # what the reads and the last store freed: DuckDB's turn
     with phases.timed("compute"):
         big = sum(s.ledger.table.num_rows for s in stages) > MAX_ROWS_PER_READ * len(stages)
         memory = DUCKDB_MEMORY_BIG_WINDOW if big else None
