@@ -11,8 +11,8 @@ from typing import Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 
 from recon.errors import SourceError
 from recon.model import BadRecord, LedgerRead, Window, empty_ledger
@@ -85,17 +85,11 @@ def read(cfg: Config, window: Window) -> LedgerRead:
     """Rows whose time column is in `window`, with the file each came from."""
     fs, root = _filesystem(cfg)
     try:
-        dirs = partition_dirs(fs, root, window)
-        files = [
-            i.path
-            for d in dirs
-            for i in fs.get_file_info(pafs.FileSelector(d, recursive=True))
-            if i.type == pafs.FileType.File and not i.base_name.startswith(("_", "."))
-        ]
+        files = _files(fs, partition_dirs(fs, root, window))
     except OSError as exc:
         raise SourceError(f"{describe(cfg)}: {exc}") from exc
     tables, bad = [], []
-    for path in sorted(files):
+    for path in files:
         table, null_times = _read_file(cfg, fs, path, window)
         tables.append(table)
         bad += [
@@ -105,9 +99,23 @@ def read(cfg: Config, window: Window) -> LedgerRead:
     return LedgerRead(describe(cfg), table, bad)
 
 
+def _files(fs: pafs.FileSystem, dirs: list[str]) -> list[str]:
+    """The data files under the partition directories (names starting "_" or "." are not)."""
+    return sorted(
+        i.path
+        for d in dirs
+        for i in fs.get_file_info(pafs.FileSelector(d, recursive=True))
+        if i.type == pafs.FileType.File and not i.base_name.startswith(("_", "."))
+    )
+
+
 def _read_file(
     cfg: Config, fs: pafs.FileSystem, path: str, window: Window
 ) -> tuple[pa.Table, list[datetime]]:
+    # Imported here: pyarrow.dataset imports pandas (~0.25 s), which `recon check`
+    # (footers only) never needs.
+    import pyarrow.dataset as ds
+
     try:
         dataset = ds.dataset(path, filesystem=fs, format="parquet")
         names = dataset.schema.names
@@ -142,10 +150,7 @@ def count(cfg: Config, window: Window) -> int:
     """
     fs, root = _filesystem(cfg)
     try:
-        total = 0
-        for d in partition_dirs(fs, root, window):
-            dataset = ds.dataset(d, filesystem=fs, format="parquet")
-            total += sum(f.metadata.num_rows for f in dataset.get_fragments())
-        return total
+        files = _files(fs, partition_dirs(fs, root, window))
+        return sum(pq.read_metadata(path, filesystem=fs).num_rows for path in files)
     except (pa.ArrowException, OSError) as exc:
         raise SourceError(f"{describe(cfg)}: {exc}") from exc

@@ -11,8 +11,6 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Literal
 
-import adbc_driver_manager
-import adbc_driver_postgresql.dbapi as adbc_pg
 import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -119,6 +117,11 @@ def _select(cfg: Config, where: str) -> str:
 
 def read(cfg: Config, window: Window) -> LedgerRead:
     """Rows of the table/query whose time column is in `window`."""
+    # Imported here: ADBC's DB-API module imports pyarrow.dataset and pandas (~0.25 s),
+    # which `recon check` (counts only) never needs.
+    import adbc_driver_manager
+    import adbc_driver_postgresql.dbapi as adbc_pg
+
     try:
         with adbc_pg.connect(conninfo(cfg.url, cfg.connect_timeout_s)) as conn:
             with conn.cursor() as cur:
