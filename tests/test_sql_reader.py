@@ -64,7 +64,7 @@ def test_counts_each_window_without_reading_rows(
     cfg = sql.Config(name="webhook", source="sql", url=pg_url, table=unique)
     hours = Window(at("09:00:00"), at("13:00:00")).split(W.end - W.start)
     assert sql.count_many(cfg, hours) == [1, 5, 1, 0]
-    assert sql.count(cfg, W) == 5
+    assert sql.count_many(cfg, [W]) == [5]
 
 
 def test_query_source_and_empty_range(pg_url: str, unique: str) -> None:

@@ -19,17 +19,14 @@ def read_ledger(cfg: SourceConfig, window: Window) -> LedgerRead:
     return REGISTRY[cfg.source].read(cfg, window)
 
 
-def count_ledger(cfg: SourceConfig, window: Window) -> int:
-    """Rows for `window` by the kind's cheap count (offsets, footers, count(*)), else a read."""
-    module = REGISTRY[cfg.source]
-    if hasattr(module, "count"):
-        return int(module.count(cfg, window))
-    return module.read(cfg, window).table.num_rows
-
-
 def count_ledger_windows(cfg: SourceConfig, windows: list[Window]) -> list[int]:
-    """`count_ledger` of each window; kinds with `count_many` share one connection."""
+    """Rows per window by the kind's cheap count (offsets, footers, count(*)), else a read.
+
+    Kinds with `count_many` count every window on one connection or consumer.
+    """
     module = REGISTRY[cfg.source]
     if hasattr(module, "count_many"):
         return [int(n) for n in module.count_many(cfg, windows)]
-    return [count_ledger(cfg, w) for w in windows]
+    if hasattr(module, "count"):
+        return [int(module.count(cfg, w)) for w in windows]
+    return [module.read(cfg, w).table.num_rows for w in windows]

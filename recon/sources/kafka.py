@@ -435,11 +435,6 @@ def committed_offsets(cfg: Config, parts: list[int]) -> dict[int, int]:
     return {tp.partition: tp.offset for tp in result.topic_partitions if tp.offset >= 0}
 
 
-def count(cfg: Config, window: Window) -> int:
-    """Offsets in `window` (from offsets_for_times), without reading a message."""
-    return count_many(cfg, [window])[0]
-
-
 def count_many(cfg: Config, windows: list[Window]) -> list[int]:
     """Offsets in each window, from one consumer, without reading a message.
 

@@ -168,11 +168,6 @@ def _ledger(cfg: Config, table: pa.Table) -> LedgerRead:
     return LedgerRead(describe(cfg), ledger_table(table["event_id"], stage_time, where), bad)
 
 
-def count(cfg: Config, window: Window) -> int:
-    """Rows in `window`, counted by PostgreSQL (no rows cross the wire)."""
-    return count_many(cfg, [window])[0]
-
-
 def count_many(cfg: Config, windows: list[Window]) -> list[int]:
     """Rows in each window: one `count(*)` per window, over two connections.
 
