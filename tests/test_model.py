@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from recon.engine.metrics import Ranges
 from recon.engine.rules import run_exit_code, window_status
 from recon.model import Window
 
@@ -55,3 +56,11 @@ def test_exit_codes() -> None:
     assert run_exit_code(["ok", "incomplete"]) == 0
     assert run_exit_code(["ok", "breach"]) == 1
     assert run_exit_code(["breach", "error"]) == 3
+
+
+def test_search_ranges_reject_negative_grace_or_skew() -> None:
+    """A negative range would put a window outside its own downstream range."""
+    for bad in ({"grace": timedelta(seconds=-1)}, {"skew": timedelta(seconds=-1)}):
+        with pytest.raises(ValueError, match="must not be negative"):
+            Ranges(**bad)
+    assert Ranges(grace=timedelta(0), skew=timedelta(0)).skew == timedelta(0)

@@ -74,6 +74,12 @@ class Ranges:
     grace: timedelta = timedelta(minutes=30)
     skew: timedelta = timedelta(minutes=1)
 
+    def __post_init__(self) -> None:
+        # The orphan check finds a row's own window among the downstream ranges that
+        # hold it, which needs each window inside its own downstream range.
+        if self.grace < timedelta(0) or self.skew < timedelta(0):
+            raise ValueError(f"grace and skew must not be negative: {self}")
+
     def origin(self, w: Window) -> Window:
         """Origin rows that can match the window's events (retries, orphan checks)."""
         return w.widen(self.grace, self.skew)
