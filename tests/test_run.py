@@ -232,5 +232,14 @@ def test_chunked_pipelined_and_parallel_runs_give_the_same_report(
     monkeypatch.setattr(runner, "MAX_ROWS_PER_READ", 1)
     assert report("one-window-reads") == whole
     assert report("two-processes", "--jobs", "2") == whole
+    monkeypatch.undo()
+    # 15-minute windows: the workers take windows 1-2 alone while the first one sizes
+    # the chunks of the other nine.
+    window = {"size": "15m", "grace": "30m", "settle": "2h", "skew": "1m"}
+    config = _config(tmp_path, targets, window=window)
+    quarters = report("quarters")
+    assert len(quarters) == 12
+    assert sum(w["events"] for w in quarters) == sum(w["events"] for w in whole)
+    assert report("quarters-two-processes", "--jobs", "2") == quarters
     expected = truth(p, timedelta(hours=1), timedelta(minutes=30), timedelta(minutes=1))
     assert [w["events"] for w in whole] == [t.events for t in expected]

@@ -13,6 +13,7 @@ import uuid
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import chain
 
 import pyarrow as pa
 
@@ -275,17 +276,24 @@ def run(
 
     # The first window alone tells how big a window's reads are; the rest go in chunks
     # read once per source (no re-reading of the grace/skew overlap between windows).
-    first = reconcile_windows(cfg, windows[:1], phases)
-    rows = _largest_read(first, len(cfg.stages))
-    chunks = chunk(windows[1:], rows, jobs)
-    if jobs > 1 and len(chunks) > 1:
+    if jobs > 1 and len(windows) > 1:
         with ProcessPoolExecutor(max_workers=jobs) as pool:
-            parts = pool.map(_reconcile_in_worker, [cfg] * len(chunks), chunks)  # submits all
+            # While this process sizes the chunks on the first window, the workers
+            # already reconcile the next ones, each alone (a window is always a valid
+            # chunk). Submitting first also forks them before this process has read.
+            ahead = [pool.submit(_reconcile_in_worker, cfg, [w]) for w in windows[1 : 1 + jobs]]
+            first = reconcile_windows(cfg, windows[:1], phases)
+            rows = _largest_read(first, len(cfg.stages))
+            chunks = chunk(windows[1 + jobs :], rows, jobs)
+            rest = pool.map(_reconcile_in_worker, [cfg] * len(chunks), chunks)  # submits all
             finish(first)  # the gate's first use (importing GX) overlaps the workers' reads
-            for part, worker_phases in parts:
+            for part, worker_phases in chain((f.result() for f in ahead), rest):
                 phases.merge(worker_phases)
                 finish(part)
     else:
+        first = reconcile_windows(cfg, windows[:1], phases)
+        rows = _largest_read(first, len(cfg.stages))
+        chunks = chunk(windows[1:], rows, jobs)
         # One process: the next chunk is read while this one is computed, gated and
         # stored (reads wait on servers and librdkafka; DuckDB releases the GIL). A
         # window over one read's budget is read after the previous one is done: two
