@@ -233,8 +233,8 @@ def test_chunked_pipelined_and_parallel_runs_give_the_same_report(
     assert report("one-window-reads") == whole
     assert report("two-processes", "--jobs", "2") == whole
     monkeypatch.undo()
-    # 15-minute windows: the workers take windows 1-2 alone while the first one sizes
-    # the chunks of the other nine.
+    # 15-minute windows: a worker takes window 1 alone while the first one sizes the
+    # chunks of the other ten.
     window = {"size": "15m", "grace": "30m", "settle": "2h", "skew": "1m"}
     config = _config(tmp_path, targets, window=window)
     quarters = report("quarters")
