@@ -19,6 +19,7 @@ import pyarrow as pa
 
 from recon.checks.expectations import ensure_suite, validate
 from recon.config import PipelineConfig
+from recon.engine.carry import Kept, carry_over, joined, remainder, source_ranges
 from recon.engine.metrics import DUCKDB_MEMORY_BIG_WINDOW, Ranges, StageInput, compute_many
 from recon.engine.phases import Phases
 from recon.engine.rules import is_settled, run_exit_code, window_status
@@ -30,6 +31,7 @@ from recon.store import ResultStore
 
 _LIBC = ctypes.CDLL(ctypes.util.find_library("c")) if sys.platform == "linux" else None
 MAX_NOTES_PER_STAGE = 20
+Read = list[StageInput] | SourceError  # every source's ledger, or what stopped the read
 # Rows one read of one source may hold; windows are grouped under it (override: env).
 MAX_ROWS_PER_READ = int(os.environ.get("RECON_MAX_ROWS_PER_READ", "2000000"))
 
@@ -70,21 +72,27 @@ def ranges(cfg: PipelineConfig) -> Ranges:
     return Ranges(grace=cfg.window.grace, skew=cfg.window.skew)
 
 
-def read_span(cfg: PipelineConfig, span: Window, phases: Phases | None = None) -> list[StageInput]:
+def read_span(
+    cfg: PipelineConfig,
+    span: Window,
+    phases: Phases | None = None,
+    kept: dict[str, Kept] | None = None,
+) -> list[StageInput]:
     """Read every stage and dead-letter sink for the windows of `span`, concurrently.
 
     The origin is read over the span's origin range and the others over its
     downstream range, which cover the search ranges of every window in it.
+    Rows `kept` from the previous read (`carry_over`) are not read again.
     """
-    r = ranges(cfg)
-    jobs: list[tuple[SourceConfig, Window]] = [(cfg.origin, r.origin(span))]
-    jobs += [(s, r.downstream(span)) for s in cfg.stages[1:]]
-    jobs += [(d, r.downstream(span)) for d in cfg.dead_letters]
+    jobs = source_ranges(cfg, ranges(cfg), span)
     phases = phases if phases is not None else Phases()
+    kept = kept or {}
 
     def read(job: tuple[SourceConfig, Window]) -> LedgerRead:
-        with phases.timed(f"read {job[0].name}"):
-            return read_ledger(*job)
+        source, want = job
+        with phases.timed(f"read {source.name}"):
+            head = kept.get(source.name)
+            return joined(head, want, read_ledger(source, remainder(head, want)))
 
     with phases.timed("read (all sources)"), ThreadPoolExecutor(max_workers=len(jobs)) as pool:
         reads = list(pool.map(read, jobs))  # I/O and C code: the GIL is mostly released
@@ -132,15 +140,35 @@ def reconcile_windows(
 
 
 def read_windows(
-    cfg: PipelineConfig, windows: list[Window], phases: Phases
+    cfg: PipelineConfig,
+    windows: list[Window],
+    phases: Phases,
+    kept: dict[str, Kept] | None = None,
 ) -> list[StageInput] | SourceError:
     """Every source read once over the ranges of `windows`, or the error that stopped it."""
     try:
-        return read_span(cfg, Window(windows[0].start, windows[-1].end), phases)
+        return read_span(cfg, span_of(windows), phases, kept)
     except SourceError as exc:
         return exc
     finally:
         release_freed_memory()
+
+
+def span_of(windows: list[Window]) -> Window:
+    """From the first window's start to the last one's end."""
+    return Window(windows[0].start, windows[-1].end)
+
+
+def carried(
+    cfg: PipelineConfig,
+    windows: list[Window],
+    stages: Read,
+    after: list[Window],
+) -> dict[str, Kept] | None:
+    """What the read of `windows` (`stages`) hands on to the read of the windows `after` it."""
+    if isinstance(stages, SourceError) or not after:
+        return None
+    return carry_over(cfg, ranges(cfg), span_of(windows), stages, span_of(after))
 
 
 def release_freed_memory() -> None:
@@ -294,34 +322,48 @@ def run(
                 phases.merge(worker_phases)
                 finish(part)
     else:
-        first = reconcile_windows(cfg, windows[:1], phases)
+        first_read = read_windows(cfg, windows[:1], phases)
+        first = compute_windows(cfg, windows[:1], first_read, phases)
         rows = _largest_read(first, len(cfg.stages))
-        chunks = chunk(windows[1:], rows, jobs)
+        spans = [windows[:1], *chunk(windows[1:], rows, jobs)]
         # One process: the next chunk is read while this one is computed, gated and
         # stored (reads wait on servers and librdkafka; DuckDB releases the GIL). A
         # window over one read's budget is read after the previous one is done: two
         # of them would not fit in memory together (DuckDB spills what it must).
+        # Each read takes over the rows its ranges share with the previous read
+        # and reads only the rest from the sources (carry.py).
         overlap = rows <= MAX_ROWS_PER_READ
 
-        def read_chunk(i: int) -> Future[list[StageInput] | SourceError] | None:
-            if not overlap or i >= len(chunks):
+        def read_after(j: int, previous: list[Read]) -> Read:
+            kept = carried(cfg, spans[j - 1], previous.pop(), spans[j])
+            return read_windows(cfg, spans[j], phases, kept)
+
+        def prefetch_read(j: int, previous: Read) -> Future[Read] | None:
+            if not overlap or j >= len(spans):
                 return None
-            return prefetch.submit(read_windows, cfg, chunks[i], phases)
+            return prefetch.submit(read_after, j, [previous])  # popped once carried over
 
         # The gate and the store run in their own thread, in window order, so the
         # next chunk's compute does not wait for them.
         with ThreadPoolExecutor(1) as prefetch, ThreadPoolExecutor(1) as gate:
-            read = read_chunk(0)
+            read = prefetch_read(1, first_read)
+            handed = None
+            if not overlap and len(spans) > 1:
+                handed = carried(cfg, spans[0], first_read, spans[1])
+            del first_read
             finished = [gate.submit(finish, first)]
-            for i, part in enumerate(chunks):
-                stages = read.result() if read else read_windows(cfg, part, phases)
+            for j, part in enumerate(spans[1:], start=1):
+                stages = read.result() if read else read_windows(cfg, part, phases, handed)
+                handed = None
                 if not overlap:
                     # A big window is read while the previous one is stored, and
                     # computed once that store is done: DuckDB's share and a breached
                     # window's missing IDs do not fit in memory together.
                     finished[-1].result()
-                read = read_chunk(i + 1)  # at most two chunks in memory
+                read = prefetch_read(j + 1, stages)  # at most two chunks in memory
                 computed = compute_windows(cfg, part, stages, phases)
+                if not overlap and j + 1 < len(spans):
+                    handed = carried(cfg, part, stages, spans[j + 1])
                 del stages  # this chunk's ledgers go before the next read is awaited
                 finished.append(gate.submit(finish, computed))
                 del computed

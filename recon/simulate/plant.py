@@ -148,11 +148,16 @@ def append_receipts(receipts: pa.Table, pg_url: str, table: str) -> None:
 
 
 def index_receipts(pg_url: str, table: str) -> None:
-    """The time index every real receipts table has (recon's reads filter on it)."""
-    with psycopg.connect(conninfo(pg_url)) as conn, conn.cursor() as cur:
+    """The time index every real receipts table has, and the map autovacuum keeps of it.
+
+    recon's reads filter on the index. Without the visibility map, an index-only
+    count visits every row's heap page: `recon check` over a freshly planted 12 M-event
+    day took 3.0 s instead of 1.25 s.
+    """
+    with psycopg.connect(conninfo(pg_url), autocommit=True) as conn:  # VACUUM: no transaction
         ident = psycopg.sql.Identifier(table)
-        cur.execute(psycopg.sql.SQL("CREATE INDEX ON {} (received_at)").format(ident))
-        cur.execute(psycopg.sql.SQL("ANALYZE {}").format(ident))
+        conn.execute(psycopg.sql.SQL("CREATE INDEX ON {} (received_at)").format(ident))
+        conn.execute(psycopg.sql.SQL("VACUUM (ANALYZE) {}").format(ident))
 
 
 def create_topic(bootstrap: str, topic: str, partitions: int) -> None:
