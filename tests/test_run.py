@@ -202,8 +202,9 @@ def test_chunked_pipelined_and_parallel_runs_give_the_same_report(
     """The planted 3 hours reconciled three ways give identical windows: the default (first
     window alone, then one read of the rest), every window its own read (a read budget of one
     row: oversized windows, read one after the other), and that with two processes. Only the
-    run and window IDs differ. `--timings` names every phase."""
-    from recon.engine import runner
+    run and window IDs differ. `--timings` names every phase. The same four ways give
+    identical 15-minute windows."""
+    from recon.engine import carry, runner
 
     p, targets = planted
     config = _config(tmp_path, targets)
@@ -233,13 +234,29 @@ def test_chunked_pipelined_and_parallel_runs_give_the_same_report(
     assert report("one-window-reads") == whole
     assert report("two-processes", "--jobs", "2") == whole
     monkeypatch.undo()
-    # 15-minute windows: a worker takes window 1 alone while the first one sizes the
-    # chunks of the other ten.
+    # 15-minute windows, whose 31-minute grace and skew ranges span three windows: every
+    # read after the first takes over rows of the one before (in chunks; one window a
+    # read; and with two processes, where a worker takes window 1 alone while the first
+    # one sizes the rest, and then windows over the read budget go two by two).
     window = {"size": "15m", "grace": "30m", "settle": "2h", "skew": "1m"}
     config = _config(tmp_path, targets, window=window)
+    carried = []
+
+    def remainder(kept: object, want: object) -> object:
+        carried.append(kept is not None)
+        return carry.remainder(kept, want)
+
+    monkeypatch.setattr(runner, "remainder", remainder)
     quarters = report("quarters")
+    # After the first window, the other 11 fit one read: it carries for all 4 ledgers.
+    assert carried.count(True) == 4
     assert len(quarters) == 12
     assert sum(w["events"] for w in quarters) == sum(w["events"] for w in whole)
     assert report("quarters-two-processes", "--jobs", "2") == quarters
+    monkeypatch.setattr(runner, "MAX_ROWS_PER_READ", 1)
+    carried.clear()
+    assert report("quarters-one-window-reads") == quarters
+    assert carried.count(True) == 4 * 11  # every window's read after the first
+    assert report("quarters-one-window-reads-two-processes", "--jobs", "2") == quarters
     expected = truth(p, timedelta(hours=1), timedelta(minutes=30), timedelta(minutes=1))
     assert [w["events"] for w in whole] == [t.events for t in expected]

@@ -218,11 +218,39 @@ def compute_windows(
 
 
 def _reconcile_in_worker(
-    cfg: PipelineConfig, windows: list[Window]
+    cfg: PipelineConfig, windows: list[Window], per_read: int | None = None
 ) -> tuple[list[WindowResult], Phases]:
-    """`reconcile_windows` in a pool worker: the phases travel back with the results."""
+    """Reconcile `windows` in a pool worker, `per_read` of them a read (default: all).
+
+    Each read takes over the rows of the one before that it needs. The phases
+    travel back with the results.
+    """
     phases = Phases()
-    return reconcile_windows(cfg, windows, phases), phases
+    per_read = per_read or len(windows)
+    parts = [windows[i : i + per_read] for i in range(0, len(windows), per_read)]
+    results: list[WindowResult] = []
+    kept = None
+    for j, part in enumerate(parts):
+        stages = read_windows(cfg, part, phases, kept)
+        results += compute_windows(cfg, part, stages, phases)
+        kept = carried(cfg, part, stages, parts[j + 1] if j + 1 < len(parts) else [])
+        del stages  # before the next read
+    return results, phases
+
+
+def _worker_tasks(
+    windows: list[Window], rows_per_window: int, jobs: int
+) -> list[tuple[list[Window], int]]:
+    """(windows, windows per read) for each task of the pool.
+
+    Windows over one read's budget go two by two, read one after the other: the
+    second reads only what the first has not (two reads of 1.5 windows' rows
+    would be 3; these are 2.5 with a 30-minute grace), and a worker holds one
+    window's results while it computes the other.
+    """
+    if rows_per_window <= MAX_ROWS_PER_READ:
+        return [(part, len(part)) for part in chunk(windows, rows_per_window, jobs)]
+    return [(windows[i : i + 2], 1) for i in range(0, len(windows), 2)]
 
 
 def chunk(
@@ -315,8 +343,8 @@ def run(
             ahead = [pool.submit(_reconcile_in_worker, cfg, [w]) for w in windows[1:jobs]]
             first = reconcile_windows(cfg, windows[:1], phases)
             rows = _largest_read(first, len(cfg.stages))
-            chunks = chunk(windows[jobs:], rows, jobs)
-            rest = pool.map(_reconcile_in_worker, [cfg] * len(chunks), chunks)  # submits all
+            tasks = _worker_tasks(windows[jobs:], rows, jobs)
+            rest = pool.map(_reconcile_in_worker, [cfg] * len(tasks), *zip(*tasks, strict=True))
             finish(first)  # the gate's first use (importing GX) overlaps the workers' reads
             for part, worker_phases in chain((f.result() for f in ahead), rest):
                 phases.merge(worker_phases)
