@@ -234,8 +234,8 @@ def _fetch_loop(
                 )
             continue
         last_progress = time.monotonic()
-        errors = [m for m in msgs if m.error() is not None]
-        if errors:
+        if any(map(Message.error, msgs)):  # in C: errors (partition ends) are rare
+            errors = [m for m in msgs if m.error() is not None]
             msgs = [m for m in msgs if m.error() is None]
             for m in errors:
                 _on_error(consumer, cfg, m, todo)
