@@ -21,9 +21,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 
-from recon.model import COUNTERS, BadRecord, LedgerRead, StageMetrics, Window
+from recon.engine.sightings import Pairs, Sightings, hop_counts, origin_counts
+from recon.model import BadRecord, LedgerRead, StageMetrics, Window
+from recon.timeutil import epoch_us
 
 MISSING_SCHEMA = pa.schema(
     [
@@ -37,6 +40,8 @@ MISSING_SCHEMA = pa.schema(
     ]
 )
 _TS = pa.timestamp("us", tz="UTC")
+# Matched rows per batch out of DuckDB into the sightings' arrays.
+_BATCH_ROWS = 1 << 20
 # With the next chunk's reads alongside, 800 MB keeps a 12 M-event day's run under 2 GB.
 DUCKDB_MEMORY = os.environ.get("RECON_DUCKDB_MEMORY", "800MB")
 # For a window bigger than one read's budget (read alone): its ledgers take the rest.
@@ -131,10 +136,26 @@ def compute_many(
                     }
                 ),
             )
-    for statement in _trace_sql(stages):
-        con.execute(statement)
-    origin = _origin_counts(con, len(windows))
-    hops = [_hop_counts(con, i, len(windows)) for i in range(1, len(stages))]
+    con.execute(_seen_sql(stages))
+    pairs = Pairs.from_arrow(
+        con.sql(
+            "SELECT k, w, epoch_us(origin_time) AS origin_us, f0 AS inflight, n_in AS rows_in, "
+            "cohort FROM seen"
+        ).to_arrow_table()
+    )
+    seen, orphans = _sightings(con, stages, pairs, len(windows))
+    origin = origin_counts(pairs, len(windows))
+    hops, lost = hop_counts(
+        pairs,
+        seen,
+        np.array([epoch_us(w.end) for w in windows], np.int64),
+        [None, *(_horizon_us(s) for s in stages[1:])],
+        len(windows),
+    )
+    for i, hop in enumerate(hops, start=1):
+        for w, counts in enumerate(hop):
+            counts["orphans"] = orphans.get((w, i), 0)
+    con.register("m0", lost.arrow(pairs.origin_us))
     missing = (
         con.sql(_missing_sql(stages))
         .to_arrow_table()
@@ -182,9 +203,10 @@ def _unreadable(stage: StageInput, window: Window, ranges: Ranges, origin: bool)
     )
 
 
-def _horizon(stage: StageInput) -> datetime | None:
+def _horizon_us(stage: StageInput) -> int | None:
     """Events older than this may sit in data the stage no longer has (Kafka retention)."""
-    return max((gap.until for gap in stage.ledger.gaps), default=None)
+    until = max((gap.until for gap in stage.ledger.gaps), default=None)
+    return None if until is None else epoch_us(until)
 
 
 def _inflight(i: int, stage: StageInput) -> tuple[str, str]:
@@ -198,156 +220,87 @@ def _inflight(i: int, stage: StageInput) -> tuple[str, str]:
     )
 
 
-def _trace_sql(stages: list[StageInput]) -> list[str]:
-    """Statements that build `trace`, a row per (window, cohort event), and `orphans`.
+def _seen_sql(stages: list[StageInput]) -> str:
+    """`seen`: a row per (window, ID) of the origin rows in the window's origin range.
 
-    Each trace row says where the event was seen, and the hop and outcome of its loss.
+    The cohort is the IDs whose first such row is inside the window. `n_in`
+    counts the ID's rows inside the window itself (webhook retries). `k`
+    numbers the pairs 0..n-1: the arrays of `sightings` are indexed by it.
     """
     inflight0, join0 = _inflight(0, stages[0])
-    n = len(stages)
-    statements = [
-        # Per window, the origin rows of its search range (an ID seen there: `seen`);
-        # the cohort is the IDs whose first such row is inside the window. `n_in`
-        # counts the ID's rows inside the window itself (webhook retries). `k` numbers
-        # the (window, ID) pairs: later joins and groups use it, not the ID.
-        f"""CREATE TEMP TABLE seen AS
-            SELECT o.*, (row_number() OVER ())::BIGINT AS k,
-                   o.origin_time >= w.ws AND o.origin_time < w.we AS cohort
-            FROM (
-              SELECT w.w, s.event_id, min(s.stage_time) AS origin_time,
-                     coalesce(bool_or({inflight0}), FALSE) AS f0,
-                     count(*) FILTER (WHERE s.stage_time >= w.ws AND s.stage_time < w.we)
-                       AS n_in
-              FROM s0 s JOIN wins w ON s.stage_time >= w.olo AND s.stage_time < w.ohi {join0}
-              GROUP BY w.w, s.event_id) o
-            JOIN wins w ON o.w = w.w""",
-    ]
-    # Every downstream row (stage i: tag i; its dead letters: tag -i) paired with each
-    # window whose downstream range holds it, then looked up once by (window, ID):
-    # a hit on a cohort pair is a sighting of that event; a row inside its own window
-    # with no origin row in that window's range is an orphan. One hash table of
-    # `seen` serves every stage, its dead letters and the orphan check.
+    return f"""CREATE TEMP TABLE seen AS
+        SELECT o.*, (row_number() OVER ())::BIGINT - 1 AS k,
+               o.origin_time >= w.ws AND o.origin_time < w.we AS cohort
+        FROM (
+          SELECT w.w, s.event_id, min(s.stage_time) AS origin_time,
+                 coalesce(bool_or({inflight0}), FALSE) AS f0,
+                 count(*) FILTER (WHERE s.stage_time >= w.ws AND s.stage_time < w.we) AS n_in
+          FROM s0 s JOIN wins w ON s.stage_time >= w.olo AND s.stage_time < w.ohi {join0}
+          GROUP BY w.w, s.event_id) o
+        JOIN wins w ON o.w = w.w"""
+
+
+def _hits_sql(stages: list[StageInput]) -> str:
+    """Every downstream row paired with each window whose downstream range holds it.
+
+    Stage i's rows are tagged i and its dead letters -i. Looked up once by
+    (window, ID) in `seen`: a hit on a cohort pair is a sighting of that event
+    (`k`); a row inside its own window with no origin row in that window's
+    range is an orphan (`k` -1, its ID in `orphan`); other rows are not needed.
+    """
     rows = []
-    for i in range(1, n):
+    for i in range(1, len(stages)):
         inflight, join = _inflight(i, stages[i])
         rows.append(
-            f"SELECT s.event_id, s.stage_time AS t, {i}::TINYINT AS tag, {inflight} AS fl "
-            f"FROM s{i} s {join}"
+            f"SELECT s.event_id, s.stage_time AS t, {i}::TINYINT AS tag, "
+            f"coalesce({inflight}, FALSE) AS fl FROM s{i} s {join}"
         )
         rows.append(f"SELECT event_id, stage_time, {-i}::TINYINT, FALSE FROM d{i}")
-    statements.append(f"""CREATE TEMP TABLE hits AS
-        SELECT o.k, o.cohort, x.tag, x.t, x.fl, x.w,
-               CASE WHEN o.k IS NULL AND x.own AND x.tag > 0 THEN x.event_id END AS orphan
+    return f"""
+        SELECT coalesce(o.k, -1) AS k, x.tag, epoch_us(x.t) AS t, x.fl, x.w,
+               CASE WHEN o.k IS NULL THEN x.event_id END AS orphan
         FROM (
           SELECT w.w, s.event_id, s.t, s.tag, s.fl, s.t >= w.ws AND s.t < w.we AS own
           FROM ({" UNION ALL ".join(rows)}) s
           JOIN wins w ON s.t >= w.dlo AND s.t < w.dhi) x
-        LEFT JOIN seen o ON o.w = x.w AND o.event_id = x.event_id""")
-    # Per cohort event and stage: first sighting, rows, in flight, dead-lettered.
-    per_stage = []
-    for i in range(1, n):
-        per_stage.append(
-            f"min(CASE WHEN tag = {i} THEN t END) AS t{i}, "
-            f"count(CASE WHEN tag = {i} THEN 1 END) AS n{i}, "
-            f"coalesce(bool_or(CASE WHEN tag = {i} THEN fl END), FALSE) AS f{i}, "
-            f"coalesce(bool_or(tag = {-i}), FALSE) AS dl{i}"
+        LEFT JOIN seen o ON o.w = x.w AND o.event_id = x.event_id
+        WHERE o.cohort OR (o.k IS NULL AND x.own AND x.tag > 0)"""
+
+
+def _sightings(
+    con: duckdb.DuckDBPyConnection, stages: list[StageInput], pairs: Pairs, n_windows: int
+) -> tuple[Sightings, dict[tuple[int, int], int]]:
+    """The cohort events' sightings, and the orphans per (window, stage).
+
+    The matched rows stream out of DuckDB a batch at a time into the arrays, so
+    a big window's millions of them are never held at once.
+    """
+    seen = Sightings(pairs, len(stages), n_windows)
+    orphans = []
+    reader = con.sql(_hits_sql(stages)).to_arrow_reader(_BATCH_ROWS)
+    for batch in reader:
+        k = batch.column("k").to_numpy()
+        matched = k >= 0
+        if not matched.all():
+            orphans.append(batch.filter(pa.array(~matched)).select(["w", "tag", "orphan"]))
+        seen.add(
+            k[matched],
+            batch.column("tag").to_numpy()[matched],
+            batch.column("t").to_numpy()[matched],
+            batch.column("fl").to_numpy(zero_copy_only=False)[matched],
         )
-    statements.append(f"""CREATE TEMP TABLE sightings AS
-        SELECT k, {", ".join(per_stage)} FROM hits WHERE cohort GROUP BY k""")
-    statements.append("""CREATE TEMP TABLE orphans AS
-        SELECT w, tag, count(DISTINCT orphan) AS orphans FROM hits
-        WHERE orphan IS NOT NULL GROUP BY w, tag""")
-    passed = {i: " OR ".join(f"t{j} IS NOT NULL" for j in range(i, n)) for i in range(1, n)}
-    hop = " ".join(f"WHEN NOT ({passed[i]}) THEN {i}" for i in range(1, n))
-    outcome = []
-    for i in range(1, n):
-        horizon = _horizon(stages[i])
-        unverifiable = (
-            (f"WHEN origin_time < TIMESTAMPTZ '{horizon.isoformat()}' THEN 'unverifiable'")
-            if horizon
-            else ""
+    counts: dict[tuple[int, int], int] = {}
+    if orphans:
+        # Distinct IDs: an orphan seen twice in its window (a duplicate) counts once.
+        distinct = (
+            pa.Table.from_batches(orphans)
+            .group_by(["w", "tag"])
+            .aggregate([("orphan", "count_distinct")])
         )
-        outcome.append(
-            f"WHEN hop = {i} THEN CASE WHEN dl{i} THEN 'dead_lettered' "
-            f"WHEN f{i - 1} THEN 'pending' {unverifiable} ELSE 'lost' END"
-        )
-    passed_cols = ", ".join(f"({passed[i]}) AS p{i}" for i in range(1, n))
-    cols = ", ".join(
-        f"a.t{i}, coalesce(a.n{i}, 0) AS n{i}, coalesce(a.f{i}, FALSE) AS f{i}, "
-        f"coalesce(a.dl{i}, FALSE) AS dl{i}"
-        for i in range(1, n)
-    )
-    # Only what the counts need: the ID and the places stay in `seen` and are
-    # joined back for the missing events only.
-    statements.append(f"""CREATE TEMP TABLE trace AS
-        SELECT *, CASE {" ".join(outcome)} END AS outcome FROM (
-          SELECT *, TRUE AS p0, {passed_cols}, CASE {hop} END AS hop FROM (
-            SELECT c.k, c.w, w.we, c.origin_time, c.f0, {cols}
-            FROM seen c JOIN wins w ON w.w = c.w LEFT JOIN sightings a ON a.k = c.k
-            WHERE c.cohort))""")
-    return statements
-
-
-def _by_window(rows: list[tuple], n: int, names: tuple[str, ...]) -> list[dict]:
-    """Rows keyed by window index -> one dict per window; a window without rows gets zeros."""
-    found = {row[0]: dict(zip(names, row[1:], strict=True)) for row in rows}
-    empty = {name: None if name in ("quantiles", "worst") else 0 for name in names}
-    return [found.get(w, dict(empty)) for w in range(n)]
-
-
-def _origin_counts(con: duckdb.DuckDBPyConnection, n: int) -> list[dict]:
-    # Webhook retries: rows in the window minus distinct IDs in the window.
-    dups = con.execute("""
-        SELECT w, sum(n_in) - count(*) FILTER (WHERE n_in > 0) FROM seen
-        GROUP BY w""").fetchall()
-    events = con.execute("SELECT w, count(*) FROM seen WHERE cohort GROUP BY w").fetchall()
-    per_window = []
-    for d, e in zip(
-        _by_window(dups, n, ("duplicates",)), _by_window(events, n, ("events",)), strict=True
-    ):
-        count = int(e["events"])
-        per_window.append({"upstream": count, "arrived": count, "duplicates": int(d["duplicates"])})
-    return per_window
-
-
-# The hop query's columns: the counters it computes, then the latency aggregates.
-_HOP = (*COUNTERS[:8], "quantiles", "worst")
-
-
-def _hop_counts(con: duckdb.DuckDBPyConnection, i: int, n: int) -> list[dict]:
-    latency = f"(epoch_us(t{i}) - epoch_us(origin_time)) / 1000.0"
-    rows = con.execute(f"""
-        SELECT w, count(*) FILTER (WHERE p{i - 1}),
-               count(*) FILTER (WHERE p{i}),
-               count(*) FILTER (WHERE hop = {i} AND outcome = 'lost'),
-               count(*) FILTER (WHERE hop = {i} AND outcome = 'dead_lettered'),
-               count(*) FILTER (WHERE hop = {i} AND outcome = 'pending'),
-               count(*) FILTER (WHERE hop = {i} AND outcome = 'unverifiable'),
-               count(*) FILTER (WHERE t{i} >= we),
-               coalesce(sum(n{i}), 0) - count(t{i}),
-               quantile_disc({latency}, [0.5, 0.95, 0.99]), max({latency})
-        FROM trace GROUP BY w""").fetchall()
-    # Orphans: rows in the window whose ID has no origin row in the window's origin range.
-    orphans = con.execute(f"SELECT w, orphans FROM orphans WHERE tag = {i}").fetchall()
-    per_window = []
-    for counts, orphan in zip(
-        _by_window(rows, n, _HOP), _by_window(orphans, n, ("orphans",)), strict=True
-    ):
-        quantiles = counts.pop("quantiles") or (None, None, None)
-        worst = counts.pop("worst")
-        per_window.append(
-            {
-                **{k: int(v) for k, v in counts.items()},
-                "orphans": int(orphan["orphans"]),
-                "latency_ms": {
-                    "p50": quantiles[0],
-                    "p95": quantiles[1],
-                    "p99": quantiles[2],
-                    "max": worst,
-                },
-            }
-        )
-    return per_window
+        columns = (distinct[c].to_pylist() for c in ("w", "tag", "orphan_count_distinct"))
+        for w, tag, count in zip(*columns, strict=True):
+            counts[(w, tag)] = count
+    return seen, counts
 
 
 def _end_to_end(events: int, hops: list[StageMetrics]) -> StageMetrics:
@@ -379,7 +332,6 @@ def _missing_sql(stages: list[StageInput]) -> str:
     n = len(stages)
     stage_name = " ".join(f"WHEN {i} THEN '{names[i]}'" for i in range(1, n))
     last_stage = " ".join(f"WHEN {i} THEN '{names[i - 1]}'" for i in range(1, n))
-    last_time = " ".join(f"WHEN {i} THEN t{i - 1}" for i in range(2, n))
     places = " UNION ALL ".join(
         f"""SELECT m.w, m.event_id, min({_PLACE}) AS last_location
             FROM m JOIN s{i - 1} s ON s.event_id = m.event_id AND s.stage_time = m.last_seen_at
@@ -388,9 +340,9 @@ def _missing_sql(stages: list[StageInput]) -> str:
     )
     return f"""
       WITH m AS (
-        SELECT t.w, c.event_id, t.hop, t.outcome, t.origin_time,
-               CASE t.hop WHEN 1 THEN t.origin_time {last_time} END AS last_seen_at
-        FROM trace t JOIN seen c ON c.k = t.k WHERE t.hop IS NOT NULL
+        SELECT c.w, c.event_id, m0.hop, m0.outcome::VARCHAR AS outcome, m0.origin_time,
+               m0.last_seen_at
+        FROM m0 JOIN seen c ON c.k = m0.k
       ), places AS ({places})
       SELECT m.event_id, CASE m.hop {stage_name} END AS stage, m.outcome, m.origin_time,
              CASE m.hop {last_stage} END AS last_stage, m.last_seen_at, p.last_location, m.w
