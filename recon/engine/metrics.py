@@ -1,4 +1,4 @@
-"""Per-hop loss metrics of a run of windows, computed in DuckDB over the ledgers' Arrow tables.
+"""Per-hop loss metrics of a run of windows, from the ledgers' Arrow tables.
 
 The algorithm (DESIGN.md "Semantics"): the cohort of window W is the distinct
 IDs whose first origin row in W's origin search range [start - grace,
@@ -11,6 +11,12 @@ IDs, so duplicates cannot hide a loss.
 Every window's numbers depend only on rows inside its own search ranges, so
 reconciling windows one at a time or many from one read gives the same result;
 many at once lets each source be read once instead of once per window.
+
+DuckDB does the work on IDs: it groups the origin rows into (window, ID)
+pairs, numbering the cohort's 0..n-1, and looks every downstream row up in
+them. What was seen of each cohort event is then folded into arrays indexed
+by that number (`sightings`); the missing events' IDs and places come back
+from DuckDB.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from recon.engine.sightings import Pairs, Sightings, hop_counts, origin_counts
+from recon.engine.sightings import Cohort, Sightings, hop_counts
 from recon.model import BadRecord, LedgerRead, StageMetrics, Window
 from recon.timeutil import epoch_us
 
@@ -41,11 +47,13 @@ MISSING_SCHEMA = pa.schema(
 )
 _TS = pa.timestamp("us", tz="UTC")
 # Matched rows per batch out of DuckDB into the sightings' arrays.
-_BATCH_ROWS = 1 << 20
+_BATCH_ROWS = 1 << 18
 # With the next chunk's reads alongside, 800 MB keeps a 12 M-event day's run under 2 GB.
 DUCKDB_MEMORY = os.environ.get("RECON_DUCKDB_MEMORY", "800MB")
-# For a window bigger than one read's budget (read alone): its ledgers take the rest.
-DUCKDB_MEMORY_BIG_WINDOW = os.environ.get("RECON_DUCKDB_MEMORY_BIG_WINDOW", "400MB")
+# For a window bigger than one read's budget (read alone): its ledgers take the rest, and
+# the sightings' arrays ~30 bytes an event (a 5 M-event window: 1,540 MiB peak either way
+# with 400 MB before them, 300 MB with them).
+DUCKDB_MEMORY_BIG_WINDOW = os.environ.get("RECON_DUCKDB_MEMORY_BIG_WINDOW", "300MB")
 # A row's place, kept as a struct while aggregating and formatted only for missing events.
 _PLACE = (
     "CASE WHEN s.partition IS NULL THEN s.location "
@@ -137,16 +145,16 @@ def compute_many(
                 ),
             )
     con.execute(_seen_sql(stages))
-    pairs = Pairs.from_arrow(
+    origin = _origin_counts(con, len(windows))
+    cohort = Cohort.from_batches(
         con.sql(
-            "SELECT k, w, epoch_us(origin_time) AS origin_us, f0 AS inflight, n_in AS rows_in, "
-            "cohort FROM seen"
-        ).to_arrow_table()
+            "SELECT k, w, epoch_us(origin_time) AS origin_us, f0 AS inflight FROM seen WHERE cohort"
+        ).to_arrow_reader(_BATCH_ROWS),
+        sum(o["upstream"] for o in origin),
     )
-    seen, orphans = _sightings(con, stages, pairs, len(windows))
-    origin = origin_counts(pairs, len(windows))
+    seen, orphans = _sightings(con, stages, cohort, len(windows))
     hops, lost = hop_counts(
-        pairs,
+        cohort,
         seen,
         np.array([epoch_us(w.end) for w in windows], np.int64),
         [None, *(_horizon_us(s) for s in stages[1:])],
@@ -155,7 +163,8 @@ def compute_many(
     for i, hop in enumerate(hops, start=1):
         for w, counts in enumerate(hop):
             counts["orphans"] = orphans.get((w, i), 0)
-    con.register("m0", lost.arrow(pairs.origin_us))
+    con.register("m0", lost.arrow(cohort.origin_us))
+    del cohort, seen, lost  # ~30 bytes an event: gone before the missing events' query
     missing = (
         con.sql(_missing_sql(stages))
         .to_arrow_table()
@@ -225,19 +234,39 @@ def _seen_sql(stages: list[StageInput]) -> str:
 
     The cohort is the IDs whose first such row is inside the window. `n_in`
     counts the ID's rows inside the window itself (webhook retries). `k`
-    numbers the pairs 0..n-1: the arrays of `sightings` are indexed by it.
+    numbers the cohort's pairs 0..n-1 (the arrays of `Sightings` are indexed by
+    it) and the others -1, -2, ...
     """
     inflight0, join0 = _inflight(0, stages[0])
+    # Without a consumer group nothing is in flight: no aggregate for it.
+    f0 = "FALSE" if inflight0 == "FALSE" else f"coalesce(bool_or({inflight0}), FALSE)"
     return f"""CREATE TEMP TABLE seen AS
-        SELECT o.*, (row_number() OVER ())::BIGINT - 1 AS k,
-               o.origin_time >= w.ws AND o.origin_time < w.we AS cohort
+        SELECT c.*, (CASE WHEN c.cohort THEN row_number() OVER (PARTITION BY c.cohort) - 1
+                          ELSE -row_number() OVER (PARTITION BY c.cohort) END)::BIGINT AS k
         FROM (
-          SELECT w.w, s.event_id, min(s.stage_time) AS origin_time,
-                 coalesce(bool_or({inflight0}), FALSE) AS f0,
-                 count(*) FILTER (WHERE s.stage_time >= w.ws AND s.stage_time < w.we) AS n_in
-          FROM s0 s JOIN wins w ON s.stage_time >= w.olo AND s.stage_time < w.ohi {join0}
-          GROUP BY w.w, s.event_id) o
-        JOIN wins w ON o.w = w.w"""
+          SELECT o.*, o.origin_time >= w.ws AND o.origin_time < w.we AS cohort
+          FROM (
+            SELECT w.w, s.event_id, min(s.stage_time) AS origin_time, {f0} AS f0,
+                   count(*) FILTER (WHERE s.stage_time >= w.ws AND s.stage_time < w.we) AS n_in
+            FROM s0 s JOIN wins w ON s.stage_time >= w.olo AND s.stage_time < w.ohi {join0}
+            GROUP BY w.w, s.event_id) o
+          JOIN wins w ON o.w = w.w) c"""
+
+
+def _origin_counts(con: duckdb.DuckDBPyConnection, n: int) -> list[dict[str, int]]:
+    """Per window: the cohort, and webhook retries (rows in the window minus distinct IDs)."""
+    found = {
+        w: (int(events), int(retries))
+        for w, events, retries in con.execute("""
+            SELECT w, count(*) FILTER (WHERE cohort),
+                   sum(n_in) - count(*) FILTER (WHERE n_in > 0)
+            FROM seen GROUP BY w""").fetchall()
+    }
+    per_window = []
+    for w in range(n):
+        events, retries = found.get(w, (0, 0))
+        per_window.append({"upstream": events, "arrived": events, "duplicates": retries})
+    return per_window
 
 
 def _hits_sql(stages: list[StageInput]) -> str:
@@ -268,14 +297,14 @@ def _hits_sql(stages: list[StageInput]) -> str:
 
 
 def _sightings(
-    con: duckdb.DuckDBPyConnection, stages: list[StageInput], pairs: Pairs, n_windows: int
+    con: duckdb.DuckDBPyConnection, stages: list[StageInput], cohort: Cohort, n_windows: int
 ) -> tuple[Sightings, dict[tuple[int, int], int]]:
     """The cohort events' sightings, and the orphans per (window, stage).
 
     The matched rows stream out of DuckDB a batch at a time into the arrays, so
     a big window's millions of them are never held at once.
     """
-    seen = Sightings(pairs, len(stages), n_windows)
+    seen = Sightings(cohort, len(stages), n_windows)
     orphans = []
     reader = con.sql(_hits_sql(stages)).to_arrow_reader(_BATCH_ROWS)
     for batch in reader:

@@ -1,16 +1,17 @@
-"""Where each cohort event was seen, as arrays indexed by its (window, ID) pair, and the counts.
+"""Where each cohort event was seen, as arrays indexed by the event, and the counts.
 
-DuckDB numbers the (window, origin ID) pairs 0..n-1 (`k`, see `metrics`) and
+DuckDB numbers the cohort's (window, ID) pairs 0..n-1 (`k`, see `metrics`) and
 matches every downstream row to its pair. From there each per-event fact is a
 slot of a dense array: the first time at each stage is a `minimum.at`, the
-rows a count, the in-flight and dead-letter flags a scatter. A GROUP BY of the
-matched rows with a dozen aggregates cost DuckDB ~1 core-second per 3.5 M
-rows; these scatters cost ~0.1 s. The per-window counters are then bincounts.
-Times are epoch microseconds (int64), exact.
+in-flight and dead-letter flags a scatter, and the per-window counters are
+bincounts. A GROUP BY of the matched rows with a dozen aggregates, then a
+join, cost DuckDB ~1.3 s per 2 M-event chunk; these arrays ~0.2 s. Times are
+epoch microseconds (int64), exact.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,45 +28,36 @@ QUANTILES = {"p50": (1, 2), "p95": (19, 20), "p99": (99, 100)}
 
 
 @dataclass
-class Pairs:
-    """The origin's (window, ID) pairs, indexed by k."""
+class Cohort:
+    """The cohort events, as (window, ID) pairs numbered 0..n-1 (`k`)."""
 
     w: np.ndarray  # int32: the window
-    origin_us: np.ndarray  # int64: first origin time in the window's origin range
+    origin_us: np.ndarray  # int64: first origin time (inside the window)
     inflight: np.ndarray  # bool: an origin row at or beyond its group's committed offset
-    rows_in: np.ndarray  # int64: origin rows inside the window itself
-    cohort: np.ndarray  # bool: the first origin time is inside the window
 
     @classmethod
-    def from_arrow(cls, table: pa.Table) -> Pairs:
-        """From columns k, w, origin_us, inflight, rows_in, cohort (rows in any order)."""
-        k = table["k"].to_numpy()
-
-        def by_k(name: str, dtype: Any) -> np.ndarray:
-            out = np.empty(len(k), dtype)
-            out[k] = table[name].to_numpy(zero_copy_only=False)
-            return out
-
-        return cls(
-            by_k("w", np.int32),
-            by_k("origin_us", np.int64),
-            by_k("inflight", bool),
-            by_k("rows_in", np.int64),
-            by_k("cohort", bool),
-        )
+    def from_batches(cls, batches: Iterable[pa.RecordBatch], n: int) -> Cohort:
+        """From batches of columns k, w, origin_us, inflight (each k once, in any order)."""
+        cohort = cls(np.empty(n, np.int32), np.empty(n, np.int64), np.empty(n, bool))
+        for batch in batches:
+            k = batch.column("k").to_numpy()
+            cohort.w[k] = batch.column("w").to_numpy()
+            cohort.origin_us[k] = batch.column("origin_us").to_numpy()
+            cohort.inflight[k] = batch.column("inflight").to_numpy(zero_copy_only=False)
+        return cohort
 
 
 class Sightings:
     """What was seen of the cohort at each downstream stage i (1..n-1).
 
-    Per pair k: the first time, in flight, dead-lettered; per window: the rows
+    Per cohort event k: the first time, in flight, dead-lettered; per window: the rows
     of cohort events (for the duplicates).
     """
 
-    def __init__(self, pairs: Pairs, stages: int, n_windows: int) -> None:
+    def __init__(self, cohort: Cohort, stages: int, n_windows: int) -> None:
         self.stages = stages
-        self.window = pairs.w
-        n = len(pairs.w)
+        self.window = cohort.w
+        n = len(cohort.w)
         hops = range(stages)  # index 0 (the origin) stays unused: stage i is at [i]
         self.first = [np.full(n if i else 0, NOT_SEEN, np.int64) for i in hops]
         self.inflight = [np.zeros(n if i else 0, bool) for i in hops]
@@ -111,19 +103,8 @@ class Missing:
         )
 
 
-def origin_counts(pairs: Pairs, n_windows: int) -> list[dict[str, int]]:
-    """Cohort size and webhook retries (rows in the window minus distinct IDs) per window."""
-    events = np.bincount(pairs.w[pairs.cohort], minlength=n_windows)
-    rows = np.bincount(pairs.w, weights=pairs.rows_in, minlength=n_windows)  # exact < 2**53
-    ids = np.bincount(pairs.w[pairs.rows_in > 0], minlength=n_windows)
-    return [
-        {"upstream": int(e), "arrived": int(e), "duplicates": int(r) - int(d)}
-        for e, r, d in zip(events, rows, ids, strict=True)
-    ]
-
-
 def hop_counts(
-    pairs: Pairs,
+    cohort: Cohort,
     seen: Sightings,
     window_end_us: np.ndarray,
     horizon_us: list[int | None],
@@ -136,30 +117,27 @@ def hop_counts(
     stage before), unverifiable (older than the stage's retention horizon,
     `horizon_us[i]`) or lost, in that order.
     """
-    n = seen.stages
-    cohort = np.flatnonzero(pairs.cohort)
-    w = pairs.w[cohort]
-    origin = pairs.origin_us[cohort]
-    first = [np.empty(0, np.int64)] + [seen.first[i][cohort] for i in range(1, n)]
-    has = [np.ones(len(cohort), bool)] + [f != NOT_SEEN for f in first[1:]]
-    passed = [np.empty(0, bool)] * n
-    later = np.zeros(len(cohort), bool)
+    n, events = seen.stages, len(cohort.w)
+    w, origin, first = cohort.w, cohort.origin_us, seen.first
+    has = [np.ones(events, bool)] + [f != NOT_SEEN for f in first[1:]]
+    passed = [has[0]] * n
+    later = np.zeros(events, bool)
     for i in range(n - 1, 0, -1):
         later = later | has[i]
         passed[i] = later
-    passed[0] = np.ones(len(cohort), bool)
     # passed[i] implies passed[i - 1]: the first hop not passed is 1 + the passed ones.
-    hop = np.ones(len(cohort), np.int8)
+    hop = np.ones(events, np.int8)
     for i in range(1, n):
         hop += passed[i]
-    outcome = np.full(len(cohort), _LOST, np.int8)
+    outcome = np.full(events, _LOST, np.int8)
     for i in range(1, n):
         at = hop == i
-        before = pairs.inflight[cohort] if i == 1 else seen.inflight[i - 1][cohort]
-        code = np.where(seen.dead[i][cohort], _DEAD, np.where(before, _PENDING, _LOST))
+        before = cohort.inflight if i == 1 else seen.inflight[i - 1]
+        code = np.where(seen.dead[i], _DEAD, np.where(before, _PENDING, _LOST)).astype(np.int8)
         if horizon_us[i] is not None:
-            code = np.where((code == _LOST) & (origin < horizon_us[i]), _UNVERIFIABLE, code)
+            code[(code == _LOST) & (origin < horizon_us[i])] = _UNVERIFIABLE
         outcome[at] = code[at]
+        del code
 
     def per_window(mask: np.ndarray) -> np.ndarray:
         return np.bincount(w[mask], minlength=n_windows)
@@ -167,7 +145,6 @@ def hop_counts(
     hops = []
     for i in range(1, n):
         at = hop == i
-        latency = (first[i][has[i]] - origin[has[i]]) / 1000.0
         counters = {
             "upstream": per_window(passed[i - 1]),
             "arrived": per_window(passed[i]),
@@ -178,12 +155,11 @@ def hop_counts(
             "late": per_window(has[i] & (first[i] >= window_end_us[w])),
             "duplicates": seen.rows[i] - per_window(has[i]),
         }
+        latency = _latencies(first[i], origin, w, has[i], n_windows)
         hops.append(
             [
-                {
-                    **{name: int(values[j]) for name, values in counters.items()},
-                    "latency_ms": _latency(latency[w[has[i]] == j]),
-                }
+                {name: int(values[j]) for name, values in counters.items()}
+                | {"latency_ms": latency[j]}
                 for j in range(n_windows)
             ]
         )
@@ -193,17 +169,31 @@ def hop_counts(
     for i in range(2, n):
         at = hop_m == i
         last_seen[at] = first[i - 1][missing[at]]
-    return hops, Missing(cohort[missing], hop_m, outcome[missing], last_seen)
+    return hops, Missing(missing, hop_m, outcome[missing], last_seen)
 
 
-def _latency(values: np.ndarray) -> dict[str, float | None]:
-    """p50/p95/p99/max in ms, as DuckDB's quantile_disc and max give them."""
-    if not len(values):
+def _latencies(
+    first: np.ndarray, origin: np.ndarray, w: np.ndarray, has: np.ndarray, n_windows: int
+) -> list[dict[str, float | None]]:
+    """Per window, p50/p95/p99/max of the arrived events' latency, as DuckDB's quantile_disc.
+
+    Ordered as exact microseconds (ms = us / 1000.0 keeps the order); only the
+    picked values become floats.
+    """
+    us = first[has]
+    us -= origin[has]
+    if n_windows == 1:
+        return [_picked(us)]
+    at = w[has]
+    return [_picked(us[at == j]) for j in range(n_windows)]
+
+
+def _picked(us: np.ndarray) -> dict[str, float | None]:
+    """Reorders `us` in place."""
+    if not len(us):
         return {name: None for name in (*QUANTILES, "max")}
-    n = len(values)
+    n = len(us)
     at = {name: max(1, -(-n * num // den)) - 1 for name, (num, den) in QUANTILES.items()}
-    ordered = np.partition(values, sorted(set(at.values())))
-    return {
-        **{name: float(ordered[i]) for name, i in at.items()},
-        "max": float(values.max()),
-    }
+    worst = us.max()
+    us.partition(sorted(set(at.values())))
+    return {name: float(us[i]) / 1000.0 for name, i in at.items()} | {"max": float(worst) / 1000.0}
