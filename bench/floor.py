@@ -84,6 +84,8 @@ def topic(
             "max.partition.fetch.bytes": 16 << 20,
             "queued.min.messages": 100_000,
             "queued.max.messages.kbytes": 512 << 10,
+            # librdkafka waits 1 s (its default) before fetching for a full queue again.
+            "fetch.queue.backoff.ms": 10,
         }
     )
     try:

@@ -103,6 +103,10 @@ def _consumer(cfg: Config, largest_range: int = 100_000) -> Consumer:
             "max.partition.fetch.bytes": fetch_bytes,
             "queued.min.messages": prefetch,
             "queued.max.messages.kbytes": 512 << 10,
+            # Once its queue holds `prefetch` messages a partition's next fetch waits this
+            # long (librdkafka's default: 1 s), which halved the read of a big range:
+            # 2 M messages 4.2 s with it, 2.1 s with 10 ms (the floor's loop: 1.7 s).
+            "fetch.queue.backoff.ms": 10,
         }
     )
 
