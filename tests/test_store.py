@@ -1,0 +1,83 @@
+"""The results store keeps missing events' times exactly, whatever the server's time zone."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import psycopg
+import pyarrow as pa
+import pytest
+from sqlalchemy.engine import make_url
+
+from recon.engine.metrics import MISSING_SCHEMA, StageInput, compute
+from recon.model import WindowResult
+from recon.store import ResultStore
+
+from .helpers import W, ledger
+
+
+@pytest.fixture
+def zoned_db(pg_url: str) -> Iterator[str]:
+    """A fresh results database whose sessions default to New York time, not UTC."""
+    name = f"recon_tz_{uuid.uuid4().hex[:8]}"
+    admin = make_url(pg_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+        conn.execute(f"ALTER DATABASE {name} SET TimeZone = 'America/New_York'")
+    try:
+        yield make_url(pg_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+def test_missing_event_times_round_trip(zoned_db: str) -> None:
+    """Three events at the origin, at microsecond times; Kafka saw a and b, the lake only a.
+    Stored: b lost at the lake (last seen at Kafka 10:05:00.000002), c lost at Kafka (last
+    seen at the origin 10:00:00.999999); their times come back exactly, in UTC."""
+    computed = compute(
+        W,
+        [
+            StageInput(
+                "webhook",
+                ledger(
+                    [("a", "10:00:00"), ("b", "10:00:00.000001"), ("c", "10:00:00.999999")],
+                    "receipts",
+                ),
+            ),
+            StageInput("kafka", ledger([("a", "10:05:00"), ("b", "10:05:00.000002")], "events")),
+            StageInput("lake", ledger([("a", "10:06:00")], "lake")),
+        ],
+    )
+    assert computed.missing.schema == MISSING_SCHEMA
+    store = ResultStore(zoned_db)
+    store.upgrade()
+    result = WindowResult(
+        "p",
+        W,
+        "breach",
+        events=computed.events,
+        stages=computed.stages,
+        end_to_end=computed.end_to_end,
+        missing=computed.missing,
+        run_id=store.start_run("p", W.start, W.end, "test"),
+    )
+    stored = store.missing(store.save_window(result, {}))
+    got = {
+        row.event_id: (row.stage, row.last_stage, row.origin_time, row.last_seen_at)
+        for row in stored.itertuples()
+    }
+    day = W.start.date()
+
+    def utc(hms: str, us: int) -> datetime:
+        h, m, s = map(int, hms.split(":"))
+        return datetime(day.year, day.month, day.day, h, m, s, us, tzinfo=UTC)
+
+    assert got == {
+        "b": ("lake", "kafka", utc("10:00:00", 1), utc("10:05:00", 2)),
+        "c": ("kafka", "webhook", utc("10:00:00", 999999), utc("10:00:00", 999999)),
+    }
+    assert computed.missing.num_rows == 2
+    assert pa.types.is_timestamp(computed.missing.schema.field("origin_time").type)
