@@ -158,7 +158,6 @@ def compute_many(
         seen,
         np.array([epoch_us(w.end) for w in windows], np.int64),
         [None, *(_horizon_us(s) for s in stages[1:])],
-        len(windows),
     )
     for i, hop in enumerate(hops, start=1):
         for w, counts in enumerate(hop):

@@ -108,7 +108,6 @@ def hop_counts(
     seen: Sightings,
     window_end_us: np.ndarray,
     horizon_us: list[int | None],
-    n_windows: int,
 ) -> tuple[list[list[dict[str, Any]]], Missing]:
     """Per hop 1..n-1 and window, the counters (all but orphans); and the missing events.
 
@@ -117,7 +116,7 @@ def hop_counts(
     stage before), unverifiable (older than the stage's retention horizon,
     `horizon_us[i]`) or lost, in that order.
     """
-    n, events = seen.stages, len(cohort.w)
+    n, events, n_windows = seen.stages, len(cohort.w), len(window_end_us)
     w, origin, first = cohort.w, cohort.origin_us, seen.first
     has = [np.ones(events, bool)] + [f != NOT_SEEN for f in first[1:]]
     passed = [has[0]] * n
@@ -137,7 +136,6 @@ def hop_counts(
         if horizon_us[i] is not None:
             code[(code == _LOST) & (origin < horizon_us[i])] = _UNVERIFIABLE
         outcome[at] = code[at]
-        del code
 
     def per_window(mask: np.ndarray) -> np.ndarray:
         return np.bincount(w[mask], minlength=n_windows)
