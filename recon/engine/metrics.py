@@ -274,7 +274,8 @@ def _hits_sql(stages: list[StageInput]) -> str:
     Stage i's rows are tagged i and its dead letters -i. Looked up once by
     (window, ID) in `seen`: a hit on a cohort pair is a sighting of that event
     (`k`); a row inside its own window with no origin row in that window's
-    range is an orphan (`k` -1, its ID in `orphan`); other rows are not needed.
+    range is an orphan (its ID in `orphan`, `k` -1: rows matching a pair outside the
+    cohort, whose numbers are negative too, are not needed and never come out).
     """
     rows = []
     for i in range(1, len(stages)):
