@@ -7,10 +7,11 @@ produce (only the counters named are checked; every other counter must be 0).
 
 from __future__ import annotations
 
+import pyarrow as pa
 import pytest
 
 from recon.engine.metrics import StageInput, compute
-from recon.model import COUNTERS
+from recon.model import COUNTERS, LedgerRead
 
 from .helpers import W, ledger
 
@@ -241,3 +242,41 @@ def test_empty_window() -> None:
     result = _compute(dict(origin=[], kafka=[], lake=[]))
     assert result.events == 0
     assert all(m.loss_rate == 0 for m in result.stages)
+
+
+def test_last_location_from_each_kind_of_ledger() -> None:
+    """Where each missing event was last seen, from a ledger of each shape.
+
+    Planted (webhook -> kafka -> lake -> warehouse): `a` only received (a table:
+    one place); `b` in Kafka partition 1 at offsets 7 and, a retry 4 s later, 9;
+    `c` and `d` in the lake, each in its own file (two reads of one file each);
+    `e` everywhere. `a` is lost at Kafka, `b` at the lake, `c` and `d` at the
+    warehouse; the places are the first row's at the stage before.
+    """
+    lake = pa.concat_tables(
+        [
+            ledger([("c", "10:10:02"), ("e", "10:10:02")], "lake/a.parquet").table,
+            ledger([("d", "10:20:02")], "lake/b.parquet").table,
+        ]
+    )
+    origin = [(x, "10:00:00") for x in "abcde"]
+    kafka = [
+        ("b", "10:00:01", 1, 7),
+        ("b", "10:00:05", 1, 9),
+        ("c", "10:00:01", 0, 3),
+        ("d", "10:00:01", 0, 4),
+        ("e", "10:00:01", 0, 5),
+    ]
+    stages = [
+        StageInput("webhook", ledger(origin, "receipts")),
+        StageInput("kafka", ledger(kafka, "events")),
+        StageInput("lake", LedgerRead("lake", lake, [])),
+        StageInput("warehouse", ledger([("e", "10:30:00")], "warehouse")),
+    ]
+    rows = compute(W, stages).missing.select(["event_id", "stage", "last_stage", "last_location"])
+    assert [tuple(r.values()) for r in rows.to_pylist()] == [
+        ("a", "kafka", "webhook", "receipts"),
+        ("b", "lake", "kafka", "events[1]@7"),
+        ("c", "warehouse", "lake", "lake/a.parquet"),
+        ("d", "warehouse", "lake", "lake/b.parquet"),
+    ]

@@ -13,10 +13,10 @@ reconciling windows one at a time or many from one read gives the same result;
 many at once lets each source be read once instead of once per window.
 
 DuckDB does the work on IDs: it groups the origin rows into (window, ID)
-pairs, numbering the cohort's 0..n-1, and looks every downstream row up in
-them. What was seen of each cohort event is then folded into arrays indexed
-by that number (`sightings`); the missing events' IDs and places come back
-from DuckDB.
+pairs, numbered 0..N-1, and looks every downstream row up in them; the
+cohort's pairs are then numbered 0..n-1 (`sightings.Cohort`). What was seen
+of each cohort event is folded into arrays indexed by that number
+(`sightings`); the missing events' IDs and places come back from DuckDB.
 """
 
 from __future__ import annotations
@@ -54,6 +54,8 @@ DUCKDB_MEMORY = os.environ.get("RECON_DUCKDB_MEMORY", "800MB")
 # the sightings' arrays ~30 bytes an event (a 5 M-event window: 1,540 MiB peak either way
 # with 400 MB before them, 300 MB with them).
 DUCKDB_MEMORY_BIG_WINDOW = os.environ.get("RECON_DUCKDB_MEMORY_BIG_WINDOW", "300MB")
+# A pair of `seen` (s) in the cohort of its window (w): its first time is inside the window.
+_COHORT = "s.origin_time >= w.ws AND s.origin_time < w.we"
 # A row's place, kept as a struct while aggregating and formatted only for missing events.
 _PLACE = (
     "CASE WHEN s.partition IS NULL THEN s.location "
@@ -146,11 +148,14 @@ def compute_many(
             )
     con.execute(_seen_sql(stages))
     origin = _origin_counts(con, len(windows))
+    ((n_pairs,),) = con.execute("SELECT count(*) FROM seen").fetchall()
     cohort = Cohort.from_batches(
         con.sql(
-            "SELECT k, w, epoch_us(origin_time) AS origin_us, f0 AS inflight FROM seen WHERE cohort"
+            f"SELECT s.rowid AS p, s.w, epoch_us(s.origin_time) AS origin_us, s.f0 AS inflight "
+            f"FROM seen s JOIN wins w ON s.w = w.w WHERE {_COHORT}"
         ).to_arrow_reader(_BATCH_ROWS),
         sum(o["upstream"] for o in origin),
+        n_pairs,
     )
     seen, orphans = _sightings(con, stages, cohort, len(windows))
     hops, lost = hop_counts(
@@ -162,7 +167,7 @@ def compute_many(
     for i, hop in enumerate(hops, start=1):
         for w, counts in enumerate(hop):
             counts["orphans"] = orphans.get((w, i), 0)
-    con.register("m0", lost.arrow(cohort.origin_us))
+    con.register("m0", lost.arrow(cohort.origin_us, cohort.pair))
     del cohort, seen, lost  # ~30 bytes an event: gone before the missing events' query
     missing = (
         con.sql(_missing_sql(stages))
@@ -231,35 +236,30 @@ def _inflight(i: int, stage: StageInput) -> tuple[str, str]:
 def _seen_sql(stages: list[StageInput]) -> str:
     """`seen`: a row per (window, ID) of the origin rows in the window's origin range.
 
-    The cohort is the IDs whose first such row is inside the window. `n_in`
-    counts the ID's rows inside the window itself (webhook retries). `k`
-    numbers the cohort's pairs 0..n-1 (the arrays of `Sightings` are indexed by
-    it) and the others -1, -2, ...
+    The cohort is the IDs whose first such row is inside the window (`_COHORT`).
+    `n_in` counts the ID's rows inside the window itself (webhook retries). A
+    pair's row number (`rowid`) is its number `p`: numbering the cohort here
+    with a window function, and joining back to the windows, cost as much as
+    the grouping.
     """
     inflight0, join0 = _inflight(0, stages[0])
     # Without a consumer group nothing is in flight: no aggregate for it.
     f0 = "FALSE" if inflight0 == "FALSE" else f"coalesce(bool_or({inflight0}), FALSE)"
     return f"""CREATE TEMP TABLE seen AS
-        SELECT c.*, (CASE WHEN c.cohort THEN row_number() OVER (PARTITION BY c.cohort) - 1
-                          ELSE -row_number() OVER (PARTITION BY c.cohort) END)::BIGINT AS k
-        FROM (
-          SELECT o.*, o.origin_time >= w.ws AND o.origin_time < w.we AS cohort
-          FROM (
-            SELECT w.w, s.event_id, min(s.stage_time) AS origin_time, {f0} AS f0,
-                   count(*) FILTER (WHERE s.stage_time >= w.ws AND s.stage_time < w.we) AS n_in
-            FROM s0 s JOIN wins w ON s.stage_time >= w.olo AND s.stage_time < w.ohi {join0}
-            GROUP BY w.w, s.event_id) o
-          JOIN wins w ON o.w = w.w) c"""
+        SELECT w.w, s.event_id, min(s.stage_time) AS origin_time, {f0} AS f0,
+               count(*) FILTER (WHERE s.stage_time >= w.ws AND s.stage_time < w.we) AS n_in
+        FROM s0 s JOIN wins w ON s.stage_time >= w.olo AND s.stage_time < w.ohi {join0}
+        GROUP BY w.w, s.event_id"""
 
 
 def _origin_counts(con: duckdb.DuckDBPyConnection, n: int) -> list[dict[str, int]]:
     """Per window: the cohort, and webhook retries (rows in the window minus distinct IDs)."""
     found = {
         w: (int(events), int(retries))
-        for w, events, retries in con.execute("""
-            SELECT w, count(*) FILTER (WHERE cohort),
-                   sum(n_in) - count(*) FILTER (WHERE n_in > 0)
-            FROM seen GROUP BY w""").fetchall()
+        for w, events, retries in con.execute(f"""
+            SELECT s.w, count(*) FILTER (WHERE {_COHORT}),
+                   sum(s.n_in) - count(*) FILTER (WHERE s.n_in > 0)
+            FROM seen s JOIN wins w ON s.w = w.w GROUP BY s.w""").fetchall()
     }
     per_window = []
     for w in range(n):
@@ -272,10 +272,9 @@ def _hits_sql(stages: list[StageInput]) -> str:
     """Every downstream row paired with each window whose downstream range holds it.
 
     Stage i's rows are tagged i and its dead letters -i. Looked up once by
-    (window, ID) in `seen`: a hit on a cohort pair is a sighting of that event
-    (`k`); a row inside its own window with no origin row in that window's
-    range is an orphan (its ID in `orphan`, `k` -1: rows matching a pair outside the
-    cohort, whose numbers are negative too, are not needed and never come out).
+    (window, ID) in `seen`: a hit on a cohort pair `p` is a sighting of that
+    event; a row inside its own window with no origin row in that window's
+    range is an orphan (`p` -1, its ID in `orphan`).
     """
     rows = []
     for i in range(1, len(stages)):
@@ -286,14 +285,14 @@ def _hits_sql(stages: list[StageInput]) -> str:
         )
         rows.append(f"SELECT event_id, stage_time, {-i}::TINYINT, FALSE FROM d{i}")
     return f"""
-        SELECT coalesce(o.k, -1) AS k, x.tag, epoch_us(x.t) AS t, x.fl, x.w,
-               CASE WHEN o.k IS NULL THEN x.event_id END AS orphan
+        SELECT coalesce(o.rowid, -1) AS p, x.tag, epoch_us(x.t) AS t, x.fl, x.w,
+               CASE WHEN o.rowid IS NULL THEN x.event_id END AS orphan
         FROM (
           SELECT w.w, s.event_id, s.t, s.tag, s.fl, s.t >= w.ws AND s.t < w.we AS own
           FROM ({" UNION ALL ".join(rows)}) s
           JOIN wins w ON s.t >= w.dlo AND s.t < w.dhi) x
         LEFT JOIN seen o ON o.w = x.w AND o.event_id = x.event_id
-        WHERE o.cohort OR (o.k IS NULL AND x.own AND x.tag > 0)"""
+        WHERE o.rowid IS NOT NULL OR (x.own AND x.tag > 0)"""
 
 
 def _sightings(
@@ -308,15 +307,18 @@ def _sightings(
     orphans = []
     reader = con.sql(_hits_sql(stages)).to_arrow_reader(_BATCH_ROWS)
     for batch in reader:
-        k = batch.column("k").to_numpy()
-        matched = k >= 0
-        if not matched.all():
-            orphans.append(batch.filter(pa.array(~matched)).select(["w", "tag", "orphan"]))
+        p = batch.column("p").to_numpy()
+        paired = p >= 0
+        if not paired.all():
+            orphans.append(batch.filter(pa.array(~paired)).select(["w", "tag", "orphan"]))
+        k = np.full(len(p), -1, np.int64)
+        k[paired] = cohort.k_of_pair[p[paired]]
+        mine = k >= 0  # pairs outside the cohort are some other window's events
         seen.add(
-            k[matched],
-            batch.column("tag").to_numpy()[matched],
-            batch.column("t").to_numpy()[matched],
-            batch.column("fl").to_numpy(zero_copy_only=False)[matched],
+            k[mine],
+            batch.column("tag").to_numpy()[mine],
+            batch.column("t").to_numpy()[mine],
+            batch.column("fl").to_numpy(zero_copy_only=False)[mine],
         )
     counts: dict[tuple[int, int], int] = {}
     if orphans:
@@ -355,26 +357,57 @@ def _missing_sql(stages: list[StageInput]) -> str:
     """The missing events with where they were last seen.
 
     The place (table, file, topic[partition]@offset) is looked up only for the
-    missing events, from the row of their last stage at the time they were seen.
+    missing events, from the row of their last stage at the time they were seen;
+    a ledger with one place (a table, one file) needs no look-up.
     """
     names = [s.name for s in stages]
     n = len(stages)
     stage_name = " ".join(f"WHEN {i} THEN '{names[i]}'" for i in range(1, n))
     last_stage = " ".join(f"WHEN {i} THEN '{names[i - 1]}'" for i in range(1, n))
+    one = {i: _one_place(stages[i - 1].ledger.table) for i in range(1, n)}
+    known = " ".join(f"WHEN {i} THEN {_literal(p)}" for i, p in one.items() if p is not None)
+    lookup = [i for i, p in one.items() if p is None]
     places = " UNION ALL ".join(
         f"""SELECT m.w, m.event_id, min({_PLACE}) AS last_location
             FROM m JOIN s{i - 1} s ON s.event_id = m.event_id AND s.stage_time = m.last_seen_at
             WHERE m.hop = {i} GROUP BY m.w, m.event_id"""
-        for i in range(1, n)
+        for i in lookup
     )
+    place = f"CASE m.hop {known} END" if known else "NULL"
+    if lookup:
+        place = f"coalesce({place}, p.last_location)"
     return f"""
       WITH m AS (
         SELECT c.w, c.event_id, m0.hop, m0.outcome::VARCHAR AS outcome, m0.origin_time,
                m0.last_seen_at
-        FROM m0 JOIN seen c ON c.k = m0.k
-      ), places AS ({places})
+        FROM m0 JOIN seen c ON c.rowid = m0.p
+      ){f", places AS ({places})" if lookup else ""}
       SELECT m.event_id, CASE m.hop {stage_name} END AS stage, m.outcome, m.origin_time,
-             CASE m.hop {last_stage} END AS last_stage, m.last_seen_at, p.last_location, m.w
-      FROM m LEFT JOIN places p ON p.w = m.w AND p.event_id = m.event_id
+             CASE m.hop {last_stage} END AS last_stage, m.last_seen_at,
+             {place} AS last_location, m.w
+      FROM m{" LEFT JOIN places p ON p.w = m.w AND p.event_id = m.event_id" if lookup else ""}
       ORDER BY m.w, m.hop, m.event_id
     """
+
+
+def _one_place(ledger: pa.Table) -> str | None:
+    """The place of every row of a ledger that has one (no partitions, one location)."""
+    location = ledger["location"]
+    if (
+        ledger.num_rows == 0
+        or ledger["partition"].null_count != ledger.num_rows
+        or location.null_count
+        or not pa.types.is_dictionary(location.type)
+    ):
+        return None
+    # Each chunk's dictionary holds at least the places of its rows.
+    places: set[str] = set()
+    for chunk in location.chunks:
+        if len(chunk.dictionary) > 1:
+            return None
+        places.update(chunk.dictionary.to_pylist())
+    return places.pop() if len(places) == 1 else None
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"

@@ -1,12 +1,12 @@
 """Where each cohort event was seen, as arrays indexed by the event, and the counts.
 
-DuckDB numbers the cohort's (window, ID) pairs 0..n-1 (`k`, see `metrics`) and
-matches every downstream row to its pair. From there each per-event fact is a
-slot of a dense array: the first time at each stage is a `minimum.at`, the
-in-flight and dead-letter flags a scatter, and the per-window counters are
-bincounts. A GROUP BY of the matched rows with a dozen aggregates, then a
-join, cost DuckDB ~1.3 s per 2 M-event chunk; these arrays ~0.2 s. Times are
-epoch microseconds (int64), exact.
+DuckDB groups the origin's rows into (window, ID) pairs and matches every
+downstream row to its pair; the cohort's pairs are numbered 0..n-1 (`k`).
+From there each per-event fact is a slot of a dense array: the first time at
+each stage is a `minimum.at`, the in-flight and dead-letter flags a scatter,
+and the per-window counters are bincounts. A GROUP BY of the matched rows
+with a dozen aggregates, then a join, cost DuckDB ~1.3 s per 2 M-event chunk;
+these arrays ~0.2 s. Times are epoch microseconds (int64), exact.
 """
 
 from __future__ import annotations
@@ -29,21 +29,43 @@ QUANTILES = {"p50": (1, 2), "p95": (19, 20), "p99": (99, 100)}
 
 @dataclass
 class Cohort:
-    """The cohort events, as (window, ID) pairs numbered 0..n-1 (`k`)."""
+    """The cohort events, numbered 0..n-1 (`k`), among the origin's (window, ID) pairs.
+
+    DuckDB numbers every (window, ID) pair of the origin's rows 0..N-1 (`p`, the
+    rowid of its freshly written `seen` table: a number outside 0..N-1 fails
+    the indexing here, it cannot go unnoticed); the cohort's pairs are numbered
+    in the order they arrive.
+    """
 
     w: np.ndarray  # int32: the window
     origin_us: np.ndarray  # int64: first origin time (inside the window)
     inflight: np.ndarray  # bool: an origin row at or beyond its group's committed offset
+    pair: np.ndarray  # the pair p of cohort event k
+    k_of_pair: np.ndarray  # per pair p: its cohort number k, or -1 outside the cohort
 
     @classmethod
-    def from_batches(cls, batches: Iterable[pa.RecordBatch], n: int) -> Cohort:
-        """From batches of columns k, w, origin_us, inflight (each k once, in any order)."""
-        cohort = cls(np.empty(n, np.int32), np.empty(n, np.int64), np.empty(n, bool))
+    def from_batches(cls, batches: Iterable[pa.RecordBatch], n: int, n_pairs: int) -> Cohort:
+        """From batches of columns p, w, origin_us, inflight: the `n` cohort pairs of `n_pairs`."""
+        index = np.int32 if n_pairs < 2**31 else np.int64  # half the bytes of a big window
+        cohort = cls(
+            np.empty(n, np.int32),
+            np.empty(n, np.int64),
+            np.empty(n, bool),
+            np.empty(n, index),
+            np.full(n_pairs, -1, index),
+        )
+        k = 0
         for batch in batches:
-            k = batch.column("k").to_numpy()
-            cohort.w[k] = batch.column("w").to_numpy()
-            cohort.origin_us[k] = batch.column("origin_us").to_numpy()
-            cohort.inflight[k] = batch.column("inflight").to_numpy(zero_copy_only=False)
+            p = batch.column("p").to_numpy()
+            at = slice(k, k + len(p))
+            cohort.pair[at] = p
+            cohort.k_of_pair[p] = np.arange(k, k + len(p))
+            cohort.w[at] = batch.column("w").to_numpy()
+            cohort.origin_us[at] = batch.column("origin_us").to_numpy()
+            cohort.inflight[at] = batch.column("inflight").to_numpy(zero_copy_only=False)
+            k += len(p)
+        if k != n:  # the cohort was counted by the same predicate it was streamed with
+            raise RuntimeError(f"cohort of {n} events, {k} streamed")
         return cohort
 
 
@@ -87,12 +109,12 @@ class Missing:
     outcome: np.ndarray  # int8: an index into OUTCOMES
     last_seen_us: np.ndarray  # int64: its first time at the stage before
 
-    def arrow(self, origin_us: np.ndarray) -> pa.Table:
-        """Columns k, hop, outcome, origin_time, last_seen_at for the missing-events query."""
+    def arrow(self, origin_us: np.ndarray, pair: np.ndarray) -> pa.Table:
+        """Columns p (the event's pair), hop, outcome, origin_time, last_seen_at."""
         ts = pa.timestamp("us", tz="UTC")
         return pa.table(
             {
-                "k": self.k,
+                "p": pair[self.k],
                 "hop": self.hop,
                 "outcome": pa.DictionaryArray.from_arrays(
                     pa.array(self.outcome, pa.int8()), pa.array(OUTCOMES)
