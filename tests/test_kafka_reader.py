@@ -88,6 +88,31 @@ def test_key_ids_exact_offsets_and_bad_keys(bootstrap: str, unique: str) -> None
     assert read.gaps == [] and read.committed is None
 
 
+@pytest.mark.parametrize(
+    ("bad_key", "reason"),
+    [(b"\xc3(", "key is not valid UTF-8"), (b"", "empty key"), (None, "no key")],
+)
+def test_one_bad_key_among_good_ones(
+    bootstrap: str, unique: str, bad_key: bytes | None, reason: str
+) -> None:
+    """One partition: keys e0, then the bad one (p0@1), then e2. Each kind of bad key alone
+    (no other bad record in the read) is counted with its reason; the good IDs are exact."""
+    create_topic(bootstrap, unique, 1)
+    _produce(
+        bootstrap,
+        unique,
+        [
+            {"key": b"e0", "t": "10:00:01"},
+            {"key": bad_key, "t": "10:00:02"},
+            {"key": "é2".encode(), "t": "10:00:03"},
+        ],
+    )
+    read = kafka.read(_cfg(bootstrap, unique), W)
+    assert read.table.column("event_id").to_pylist() == ["e0", "é2"]
+    assert read.table.column("offset").to_pylist() == [0, 2]
+    assert [(b.where, b.reason) for b in read.bad_records] == [(f"{unique}[0]@1", reason)]
+
+
 def test_header_and_json_ids(bootstrap: str, unique: str) -> None:
     """header:event_id with one message lacking it; json:payload.id with invalid JSON, a
     missing field and a numeric id (kept as text)."""

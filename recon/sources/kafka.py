@@ -320,27 +320,51 @@ def _picker(id_spec: str) -> Any:
 
 def _extract_ids(cfg: Config, raw: pa.Table) -> tuple[pa.Table, list[BadRecord]]:
     """Turn raw bytes into event IDs; every record without a usable ID is a BadRecord."""
+    ids = None if cfg.id.startswith("json:") else _plain_ids(raw["raw"])
+    bad: list[BadRecord] = []
+    if ids is None:
+        raw, ids, bad = _checked_ids(cfg, raw)
+    table = ledger_table(ids, _timestamps(raw["ts_ms"]), cfg.topic, raw["partition"], raw["offset"])
+    return table, bad
+
+
+def _checked_ids(cfg: Config, raw: pa.Table) -> tuple[pa.Table, pa.ChunkedArray, list[BadRecord]]:
+    """The records with a usable ID and their IDs; a BadRecord for each of the others."""
     if cfg.id.startswith("json:"):
         ids, reasons = _json_ids(raw["raw"], cfg.id.split(":", 1)[1])
     else:
         ids, reasons = _text_ids(raw["raw"], "key" if cfg.id == "key" else cfg.id)
     bad_mask = pc.is_null(ids)
-    bad: list[BadRecord] = []
-    if pc.any(bad_mask).as_py():
-        rows = raw.select(["partition", "offset"]).append_column("reason", reasons)
-        rows = rows.append_column("t", _timestamps(raw["ts_ms"])).filter(bad_mask)
-        bad = [
-            BadRecord(f"{cfg.topic}[{p}]@{o}", r, time=t)
-            for p, o, r, t in zip(*(rows[c].to_pylist() for c in rows.column_names), strict=True)
-        ]
-        keep = pc.invert(bad_mask)
-        raw, ids = raw.filter(keep), ids.filter(keep)
-    table = ledger_table(ids, _timestamps(raw["ts_ms"]), cfg.topic, raw["partition"], raw["offset"])
-    return table, bad
+    if not pc.any(bad_mask).as_py():
+        return raw, ids, []
+    rows = raw.select(["partition", "offset"]).append_column("reason", reasons)
+    rows = rows.append_column("t", _timestamps(raw["ts_ms"])).filter(bad_mask)
+    bad = [
+        BadRecord(f"{cfg.topic}[{p}]@{o}", r, time=t)
+        for p, o, r, t in zip(*(rows[c].to_pylist() for c in rows.column_names), strict=True)
+    ]
+    keep = pc.invert(bad_mask)
+    return raw.filter(keep), ids.filter(keep), bad
 
 
 def _timestamps(ts_ms: pa.ChunkedArray) -> pa.ChunkedArray:
     return pc.cast(pc.multiply(ts_ms, 1000), pa.timestamp("us", tz="UTC"))
+
+
+def _plain_ids(raw: pa.ChunkedArray) -> pa.ChunkedArray | None:
+    """The IDs when every key (or header) is present, non-empty and UTF-8; else None.
+
+    The usual case costs a check and no copy: the bytes are reinterpreted as text
+    (DuckDB's decode of a 5 M-message read made a second copy of them beside the
+    first). A read with any unusable record goes through `_text_ids`, which names
+    each one.
+    """
+    if raw.null_count or (len(raw) and pc.min(pc.binary_length(raw)).as_py() == 0):
+        return None
+    try:
+        return raw.cast(pa.string())
+    except pa.ArrowInvalid:  # some record is not UTF-8: `_text_ids` reports which
+        return None
 
 
 def _text_ids(raw: pa.ChunkedArray, what: str) -> tuple[pa.ChunkedArray, pa.ChunkedArray]:
