@@ -362,8 +362,8 @@ def _missing_sql(stages: list[StageInput]) -> str:
     """
     names = [s.name for s in stages]
     n = len(stages)
-    stage_name = " ".join(f"WHEN {i} THEN '{names[i]}'" for i in range(1, n))
-    last_stage = " ".join(f"WHEN {i} THEN '{names[i - 1]}'" for i in range(1, n))
+    stage_name = " ".join(f"WHEN {i} THEN {_literal(names[i])}" for i in range(1, n))
+    last_stage = " ".join(f"WHEN {i} THEN {_literal(names[i - 1])}" for i in range(1, n))
     one = {i: _one_place(stages[i - 1].ledger.table) for i in range(1, n)}
     known = " ".join(f"WHEN {i} THEN {_literal(p)}" for i, p in one.items() if p is not None)
     lookup = [i for i, p in one.items() if p is None]

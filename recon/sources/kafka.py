@@ -320,18 +320,21 @@ def _picker(id_spec: str) -> Any:
 
 def _extract_ids(cfg: Config, raw: pa.Table) -> tuple[pa.Table, list[BadRecord]]:
     """Turn raw bytes into event IDs; every record without a usable ID is a BadRecord."""
-    ids = None if cfg.id.startswith("json:") else _plain_ids(raw["raw"])
+    json_path = cfg.id.split(":", 1)[1] if cfg.id.startswith("json:") else None
+    ids = None if json_path else _plain_ids(raw["raw"])
     bad: list[BadRecord] = []
     if ids is None:
-        raw, ids, bad = _checked_ids(cfg, raw)
+        raw, ids, bad = _checked_ids(cfg, raw, json_path)
     table = ledger_table(ids, _timestamps(raw["ts_ms"]), cfg.topic, raw["partition"], raw["offset"])
     return table, bad
 
 
-def _checked_ids(cfg: Config, raw: pa.Table) -> tuple[pa.Table, pa.ChunkedArray, list[BadRecord]]:
+def _checked_ids(
+    cfg: Config, raw: pa.Table, json_path: str | None
+) -> tuple[pa.Table, pa.ChunkedArray, list[BadRecord]]:
     """The records with a usable ID and their IDs; a BadRecord for each of the others."""
-    if cfg.id.startswith("json:"):
-        ids, reasons = _json_ids(raw["raw"], cfg.id.split(":", 1)[1])
+    if json_path:
+        ids, reasons = _json_ids(raw["raw"], json_path)
     else:
         ids, reasons = _text_ids(raw["raw"], "key" if cfg.id == "key" else cfg.id)
     bad_mask = pc.is_null(ids)
