@@ -369,7 +369,8 @@ def run(
                     # A big window is read once the previous one is stored: a breached
                     # window's missing IDs and their COPY beside the next read made
                     # the peak of a 120 M-event day, 2,139 MiB (1,932 MiB this way;
-                    # 1,788 MiB with `bound_heap`). Its wall time: 497 -> 466-502 s.
+                    # 1,788 MiB with `bound_heap`), at a wall time within the machine's
+                    # drift (bench/RESULTS.md).
                     finished[-1].result()
                 stages = read.result() if read else read_windows(cfg, part, phases, handed)
                 handed = None
