@@ -242,7 +242,7 @@ class ResultStore:
         with cursor.copy(f"COPY recon_missing_events ({columns}) FROM STDIN (FORMAT csv)") as copy:
             for batch in table.to_batches(max_chunksize=100_000):
                 batch = batch.cast(naive).add_column(
-                    0, "window_id", pa.array([window_id] * batch.num_rows)
+                    0, "window_id", pa.repeat(window_id, batch.num_rows)
                 )
                 buffer = io.BytesIO()
                 pacsv.write_csv(batch, buffer, pacsv.WriteOptions(include_header=False))
