@@ -77,3 +77,41 @@ def test_day_partitions_and_empty_range(tmp_path: Path) -> None:
 def test_missing_dataset_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(SourceError, match="no such dataset"):
         parquet.read(_cfg(tmp_path / "nope"), W)
+
+
+def _corrupt(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"not parquet at all")
+
+
+def test_year_month_day_hour_layout_pruned(tmp_path: Path) -> None:
+    """year=/month=/day=/hour=: hour 10 holds a (in) and b (11:00, out); the other hour,
+    day, month and year directories hold corrupt files that must never be opened."""
+    root = tmp_path / "lake"
+    day = root / "year=2026/month=11/day=20"
+    _write(day / "hour=10/part-0.parquet", ["a", "b"], ["10:59:59", "11:00:00"])
+    for other in ("hour=09", "hour=11"):
+        _corrupt(day / other / "part-0.parquet")
+    for other in ("year=2026/month=11/day=21", "year=2026/month=10/day=20", "year=2025/month=11"):
+        _corrupt(root / other / "hour=10/part-0.parquet")
+    assert parquet.read(_cfg(root), W).table.column("event_id").to_pylist() == ["a"]
+    assert parquet.count(_cfg(root), W) == 2  # the hour=10 partition lies inside W: its footer
+
+
+def test_layouts_without_time_keys_are_read_whole_never_as_empty(tmp_path: Path) -> None:
+    """A flat dataset, an unknown key (region=) and a `date=` key: each holds a (10:00, in) and
+    b (09:00, out) per file; only the date= layout can prune (its other day is corrupt)."""
+    flat = tmp_path / "flat"
+    _write(flat / "part-0.parquet", ["a", "b"], ["10:00:00", "09:00:00"])
+    (flat / "_SUCCESS").write_text("")
+    region = tmp_path / "region"
+    _write(region / "region=eu/part-0.parquet", ["a", "b"], ["10:00:00", "09:00:00"])
+    _write(region / "region=us/part-0.parquet", ["c", "d"], ["10:30:00", "12:00:00"])
+    dated = tmp_path / "dated"
+    _write(dated / "date=2026-11-20/part-0.parquet", ["a", "b"], ["10:00:00", "09:00:00"])
+    _corrupt(dated / "date=2026-11-19/part-0.parquet")
+    assert parquet.read(_cfg(flat), W).table.column("event_id").to_pylist() == ["a"]
+    assert sorted(parquet.read(_cfg(region), W).table.column("event_id").to_pylist()) == ["a", "c"]
+    assert parquet.read(_cfg(dated), W).table.column("event_id").to_pylist() == ["a"]
+    # Partitions that straddle the window are counted by their time column: exact.
+    assert [parquet.count(_cfg(r), W) for r in (flat, region, dated)] == [1, 2, 1]

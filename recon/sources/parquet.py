@@ -1,13 +1,18 @@
-"""`parquet` source: a hive-partitioned data lake (`dt=YYYY-MM-DD/hour=HH` or `dt=` only).
+"""`parquet` source: a hive-partitioned data lake (`dt=YYYY-MM-DD/hour=HH`, `year=/month=/...`).
 
 Only the partitions that can hold the range are listed and opened, and only
 the ID and time columns are read; row groups are pruned by the time filter.
+Partition keys are taken as the time column's UTC calendar (a lake partitioned
+by ingestion hour, read with `time: ingested_at`); a layout whose keys say
+nothing about time is read whole, with the same filter, never as empty.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Literal
+from urllib.parse import unquote
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -45,51 +50,109 @@ def _filesystem(cfg: Config) -> tuple[pafs.FileSystem, str]:
         raise SourceError(f"{describe(cfg)}: {exc}") from exc
 
 
-def _days(window: Window) -> list[datetime]:
-    day = window.start.replace(hour=0, minute=0, second=0, microsecond=0)
-    days = []
-    while day < window.end:
-        days.append(day)
-        day += timedelta(days=1)
-    return days
+@dataclass(frozen=True)
+class DataFile:
+    """A data file, and the time range its hive partition keys confine its rows to."""
+
+    path: str
+    span: Window | None  # None: no key of its path bounds the time (every row is read)
 
 
-def partition_dirs(fs: pafs.FileSystem, root: str, window: Window) -> list[str]:
-    """Directories of the partitions that can hold rows of `window` (pruning by path)."""
+def data_files(fs: pafs.FileSystem, root: str, window: Window) -> list[DataFile]:
+    """The data files whose partitions can hold rows of `window` (pruning by path).
+
+    Partition keys that bound the time: any key whose value is a date
+    (`dt=2026-11-20`, `date=...`), `year=`/`month=`/`day=` nested in that order,
+    and `hour=` inside a day. Other keys, and directories that are not `key=value`,
+    are walked without pruning: a layout recon does not know is read whole (and
+    filtered on the time column), never read as empty.
+    """
     info = fs.get_file_info(root)
     if info.type != pafs.FileType.Directory:
         raise SourceError(f"parquet {root}: no such dataset directory")
-    dirs = []
-    for day in _days(window):
-        day_dir = f"{root.rstrip('/')}/dt={day:%Y-%m-%d}"
-        if fs.get_file_info(day_dir).type != pafs.FileType.Directory:
+    found: list[DataFile] = []
+    _walk(fs, root.rstrip("/"), {}, None, window, found)
+    return sorted(found, key=lambda f: f.path)
+
+
+def _walk(
+    fs: pafs.FileSystem,
+    directory: str,
+    keys: dict[str, int],
+    span: Window | None,
+    window: Window,
+    found: list[DataFile],
+) -> None:
+    for entry in fs.get_file_info(pafs.FileSelector(directory)):
+        if entry.base_name.startswith(("_", ".")):  # _SUCCESS, _metadata, .crc files
             continue
-        hours = [
-            f"{day_dir}/hour={hour:02d}"
-            for hour in range(24)
-            if day + timedelta(hours=hour) < window.end
-            and day + timedelta(hours=hour + 1) > window.start
-        ]
-        present = [i.path for i in fs.get_file_info(hours) if i.type == pafs.FileType.Directory]
-        # A day without hour= subdirectories is a `dt=`-only layout: the day is the partition.
-        dirs.extend(present or ([day_dir] if not _has_hours(fs, day_dir) else []))
-    return dirs
+        if entry.type == pafs.FileType.File:
+            found.append(DataFile(entry.path, span))
+            continue
+        if entry.type != pafs.FileType.Directory:
+            continue
+        key, eq, value = entry.base_name.partition("=")
+        inner_keys, inner = dict(keys), span
+        if eq:
+            bound = _bound(key, unquote(value), inner_keys)
+            if bound is not None:
+                inner = (
+                    bound
+                    if span is None
+                    else Window(max(span.start, bound.start), min(span.end, bound.end))
+                )
+                if inner.start >= window.end or inner.end <= window.start:
+                    continue  # its rows cannot be in the window
+        _walk(fs, entry.path, inner_keys, inner, window, found)
 
 
-def _has_hours(fs: pafs.FileSystem, day_dir: str) -> bool:
-    entries = fs.get_file_info(pafs.FileSelector(day_dir))
-    return any(e.base_name.startswith("hour=") for e in entries)
+def _bound(key: str, value: str, keys: dict[str, int]) -> Window | None:
+    """The UTC time range a partition directory's key=value confines its rows to, if any.
+
+    `keys` holds the calendar keys seen above it and gains this one's.
+    """
+    try:
+        day = datetime.strptime(value, "%Y-%m-%d").replace(tzinfo=UTC)
+    except ValueError:
+        day = None
+    if day is not None:
+        keys.update(year=day.year, month=day.month, day=day.day)
+        return Window(day, day + timedelta(days=1))
+    if not value.isdigit():
+        return None
+    number = int(value)
+    try:
+        if key == "year" and not keys:
+            keys["year"] = number
+            return Window(
+                datetime(number, 1, 1, tzinfo=UTC), datetime(number + 1, 1, 1, tzinfo=UTC)
+            )
+        if key == "month" and keys.keys() == {"year"}:
+            keys["month"] = number
+            start = datetime(keys["year"], number, 1, tzinfo=UTC)
+            return Window(start, (start + timedelta(days=32)).replace(day=1))
+        if key == "day" and keys.keys() == {"year", "month"}:
+            keys["day"] = number
+            start = datetime(keys["year"], keys["month"], number, tzinfo=UTC)
+            return Window(start, start + timedelta(days=1))
+        if key == "hour" and keys.keys() == {"year", "month", "day"} and number < 24:
+            keys["hour"] = number
+            start = datetime(keys["year"], keys["month"], keys["day"], number, tzinfo=UTC)
+            return Window(start, start + timedelta(hours=1))
+    except ValueError:  # month=13, day=31 in a 30-day month: no bound from it
+        return None
+    return None
 
 
 def read(cfg: Config, window: Window) -> LedgerRead:
     """Rows whose time column is in `window`, with the file each came from."""
     fs, root = _filesystem(cfg)
     try:
-        files = _files(fs, partition_dirs(fs, root, window))
+        files = data_files(fs, root, window)
     except OSError as exc:
         raise SourceError(f"{describe(cfg)}: {exc}") from exc
     tables, bad = [], []
-    for path in files:
+    for path in (f.path for f in files):
         table, null_times = _read_file(cfg, fs, path, window)
         tables.append(table)
         bad += [
@@ -99,21 +162,12 @@ def read(cfg: Config, window: Window) -> LedgerRead:
     return LedgerRead(describe(cfg), table, bad)
 
 
-def _files(fs: pafs.FileSystem, dirs: list[str]) -> list[str]:
-    """The data files under the partition directories (names starting "_" or "." are not)."""
-    return sorted(
-        i.path
-        for d in dirs
-        for i in fs.get_file_info(pafs.FileSelector(d, recursive=True))
-        if i.type == pafs.FileType.File and not i.base_name.startswith(("_", "."))
-    )
-
-
-def _read_file(
-    cfg: Config, fs: pafs.FileSystem, path: str, window: Window
-) -> tuple[pa.Table, list[datetime]]:
+def _time_table(
+    cfg: Config, fs: pafs.FileSystem, path: str, window: Window, columns: list[str]
+) -> pa.Table:
+    """`columns` of the file's rows whose time is in `window` (row groups pruned by it)."""
     # Imported here: pyarrow.dataset imports pandas (~0.25 s), which `recon check`
-    # (footers only) never needs.
+    # (footers only, where the partitions allow) does not need.
     import pyarrow.dataset as ds
 
     try:
@@ -129,11 +183,15 @@ def _read_file(
         if pa.types.is_timestamp(time_type):
             start, end = start.cast(time_type), end.cast(time_type)
         column = ds.field(cfg.time)
-        table = dataset.to_table(
-            columns=[cfg.id, cfg.time], filter=(column >= start) & (column < end)
-        )
+        return dataset.to_table(columns=columns, filter=(column >= start) & (column < end))
     except (pa.ArrowException, OSError) as exc:
         raise SourceError(f"{describe(cfg)}: cannot read {path}: {exc}") from exc
+
+
+def _read_file(
+    cfg: Config, fs: pafs.FileSystem, path: str, window: Window
+) -> tuple[pa.Table, list[datetime]]:
+    table = _time_table(cfg, fs, path, window, [cfg.id, cfg.time])
     times = to_utc_timestamp(table[cfg.time])
     valid = pc.is_valid(table[cfg.id])
     null_times = times.filter(pc.invert(valid)).to_pylist() if table[cfg.id].null_count else []
@@ -143,14 +201,24 @@ def _read_file(
 
 
 def count(cfg: Config, window: Window) -> int:
-    """Rows of the partitions that `window` covers, from the files' footers (no data read).
+    """Rows with a time in `window`, without reading data where the partitions allow.
 
-    Exact when the window is made of whole partitions (an hourly window over
-    `hour=` partitions of the same time column); otherwise the partitions' rows.
+    A file whose partition lies inside the window counts by its footer; any other
+    (a partition that straddles the window's bounds, a layout without time keys)
+    by reading its time column alone, filtered.
     """
     fs, root = _filesystem(cfg)
     try:
-        files = _files(fs, partition_dirs(fs, root, window))
-        return sum(pq.read_metadata(path, filesystem=fs).num_rows for path in files)
+        files = data_files(fs, root, window)
+        inside = [
+            f.path
+            for f in files
+            if f.span is not None and window.start <= f.span.start and f.span.end <= window.end
+        ]
+        rows = sum(pq.read_metadata(path, filesystem=fs).num_rows for path in inside)
     except (pa.ArrowException, OSError) as exc:
         raise SourceError(f"{describe(cfg)}: {exc}") from exc
+    straddling = [f.path for f in files if f.path not in set(inside)]
+    return rows + sum(
+        _time_table(cfg, fs, path, window, [cfg.time]).num_rows for path in straddling
+    )
