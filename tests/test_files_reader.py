@@ -47,3 +47,32 @@ def test_no_file_is_an_error(tmp_path: Path) -> None:
     cfg = files.Config(name="gw", source="files", path=str(tmp_path / "*.jsonl"))
     with pytest.raises(SourceError, match="no file matches"):
         files.read(cfg, W)
+
+
+def test_csv_rows_with_wrong_field_counts_are_counted_by_line(tmp_path: Path) -> None:
+    """6 rows: a (10:00, in), a row with an extra field (line 3), c (10:30, in), a row with one
+    field (line 5), d without an id (line 6), e (11:00, out). Two in the window, three bad,
+    each named by its line; a file without the configured time column is a SourceError."""
+    log = tmp_path / "gw.csv"
+    log.write_text(
+        "event_id,received_at\n"
+        "a,2026-11-20T10:00:00Z\n"
+        "b,2026-11-20T10:10:00Z,oops\n"
+        "c,2026-11-20T10:30:00Z\n"
+        "lonely\n"
+        ",2026-11-20T10:40:00Z\n"
+        "e,2026-11-20T11:00:00Z\n"
+    )
+    cfg = files.Config(name="gw", source="files", path=str(log))
+    read = files.read(cfg, W)
+    assert read.table.column("event_id").to_pylist() == ["a", "c"]
+    assert read.unreadable == 3
+    assert sorted((b.where, b.reason) for b in read.bad_records) == [
+        (f"{log}:3", "3 fields, expected 2"),
+        (f"{log}:5", "1 fields, expected 2"),
+        (f"{log}:6", "no event_id"),
+    ]
+    (tmp_path / "other.csv").write_text("event_id,when\nx,2026-11-20T10:00:00Z\n")
+    other = files.Config(name="gw", source="files", path=str(tmp_path / "other.csv"))
+    with pytest.raises(SourceError, match=r"other\.csv.*received_at"):
+        files.read(other, W)

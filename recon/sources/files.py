@@ -1,7 +1,8 @@
 """`files` source: JSON-lines or CSV receipt logs (gateway access logs) matched by a glob.
 
-The fast path is Arrow's JSON/CSV reader. A file Arrow rejects is re-read line
-by line only to name the bad lines, which are counted, never dropped silently.
+The fast path is Arrow's JSON/CSV reader. A JSON-lines file Arrow rejects is
+re-read line by line only to name the bad lines; a CSV row with the wrong number
+of fields is named by Arrow's reader. Bad lines are counted, never dropped silently.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import json
 import os
 from typing import Literal
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
@@ -64,32 +66,62 @@ def read(cfg: Config, window: Window) -> LedgerRead:
 
 def _read_strings(cfg: Config, path: str) -> tuple[pa.Table, list[BadRecord]]:
     """ID and time as strings, with their 1-based line numbers."""
+    if _format(cfg, path) == "csv":
+        return _csv_strings(cfg, path)
     schema = pa.schema([(cfg.id, pa.string()), (cfg.time, pa.string())])
     try:
-        if _format(cfg, path) == "csv":
-            table = pacsv.read_csv(
-                path,
-                convert_options=pacsv.ConvertOptions(
-                    column_types=schema, include_columns=[cfg.id, cfg.time]
-                ),
-            )
-            first_line = 2  # after the header
-        else:
-            table = pajson.read_json(
-                path,
-                parse_options=pajson.ParseOptions(
-                    explicit_schema=schema, unexpected_field_behavior="ignore"
-                ),
-            )
-            first_line = 1
+        table = pajson.read_json(
+            path,
+            parse_options=pajson.ParseOptions(
+                explicit_schema=schema, unexpected_field_behavior="ignore"
+            ),
+        )
     except OSError as exc:
         raise SourceError(f"{path}: {exc}") from exc
-    except pa.ArrowInvalid as exc:
-        if _format(cfg, path) == "csv":
-            raise SourceError(f"{path}: {exc}") from exc
+    except pa.ArrowInvalid:
         return _jsonl_line_by_line(cfg, path)
-    lines = pa.array(range(first_line, first_line + table.num_rows), pa.int64())
+    lines = pa.array(range(1, 1 + table.num_rows), pa.int64())
     return table.append_column("line", lines), []
+
+
+def _csv_strings(cfg: Config, path: str) -> tuple[pa.Table, list[BadRecord]]:
+    """A CSV file's ID and time columns; a row with the wrong number of fields is a BadRecord.
+
+    Lines are the CSV's rows, the header being line 1 (physical lines, unless a
+    quoted field spans several). Arrow numbers the rows it rejects only when it
+    reads on one thread, so a file with rejected rows is read again that way.
+    """
+    for threads in (True, False):
+        rejected: list[tuple[int | None, str]] = []
+
+        def reject(row: pacsv.InvalidRow, into: list = rejected) -> str:
+            into.append(
+                (row.number, f"{row.actual_columns} fields, expected {row.expected_columns}")
+            )
+            return "skip"
+
+        try:
+            table = pacsv.read_csv(
+                path,
+                read_options=pacsv.ReadOptions(use_threads=threads),
+                parse_options=pacsv.ParseOptions(invalid_row_handler=reject),
+                convert_options=pacsv.ConvertOptions(
+                    column_types={cfg.id: pa.string(), cfg.time: pa.string()},
+                    include_columns=[cfg.id, cfg.time],
+                ),
+            )
+        except OSError as exc:
+            raise SourceError(f"{path}: {exc}") from exc
+        except pa.ArrowException as exc:  # no such column, bad encoding, unparseable header
+            raise SourceError(f"{path}: {exc}") from exc
+        if not rejected or rejected[0][0] is not None:
+            break
+    bad = [BadRecord(f"{path}:{number}", reason) for number, reason in rejected]
+    # The kept rows' numbers: every row after the header but the rejected ones.
+    skipped = np.array([number for number, _ in rejected], np.int64)
+    rows = np.arange(2, 2 + table.num_rows + len(rejected), dtype=np.int64)
+    lines = pa.array(np.setdiff1d(rows, skipped, assume_unique=True), pa.int64())
+    return table.append_column("line", lines), bad
 
 
 def _jsonl_line_by_line(cfg: Config, path: str) -> tuple[pa.Table, list[BadRecord]]:
