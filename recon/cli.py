@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+import traceback
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -247,6 +248,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ReconError as exc:
         print(f"recon: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except Exception:  # noqa: BLE001 - reported in full, never as a breach
+        # Python's own exit status for an uncaught exception is 1, which to a DAG or an
+        # alert means "breach". A failure recon did not foresee is an error (3): no
+        # numbers were produced that anyone should trust.
+        traceback.print_exc()
+        print("recon: error: unexpected failure (traceback above)", file=sys.stderr)
+        return ReconError.exit_code
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
-from recon import api
+from recon import api, cli
 from recon.cli import main
 from recon.model import COUNTERS
 from recon.simulate.plant import Targets, pipeline_config, plant, write_receipts
@@ -182,6 +182,24 @@ def test_results_store_unreachable_exits_3(tmp_path: Path, capsys) -> None:
     assert "results store" in capsys.readouterr().err
 
 
+def test_results_store_that_rejects_the_schema_exits_3(
+    pg_url: str, unique: str, tmp_path: Path, capsys
+) -> None:
+    """The store's database already has a `recon_runs` table of someone else's: creating
+    recon's fails (a ProgrammingError, not a lost connection). That is a store error, exit
+    3, naming the table; Python's own exit status for it would be 1, which means breach."""
+    with sa.create_engine(pg_url).begin() as conn:
+        conn.execute(sa.text(f"CREATE SCHEMA {unique}"))
+        conn.execute(sa.text(f"CREATE TABLE {unique}.recon_runs (x INT)"))
+    targets = Targets(pg_url, "127.0.0.1:9092", tmp_path, "clash")
+    results = f"{pg_url}?options=-csearch_path%3D{unique}"
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(pipeline_config(targets, results=results)))
+    assert _run(path, "2026-11-20T00:00Z", "2026-11-20T01:00Z") == 3
+    err = capsys.readouterr().err
+    assert "results store" in err and "recon_runs" in err
+
+
 def test_api_returns_dataframes(planted, tmp_path: Path) -> None:
     """The notebook API on hour 1: 1000 events; 50 lost + 2 dead-lettered at the lake."""
     _, targets = planted
@@ -265,3 +283,15 @@ def test_chunked_pipelined_and_parallel_runs_give_the_same_report(
     assert report("quarters-one-window-reads-two-processes", "--jobs", "2") == quarters
     expected = truth(p, timedelta(hours=1), timedelta(minutes=30), timedelta(minutes=1))
     assert [w["events"] for w in whole] == [t.events for t in expected]
+
+
+def test_an_unforeseen_failure_exits_3_with_its_traceback(monkeypatch, capsys) -> None:
+    """A bug inside a command is an error (3), shown in full: never exit 1 (breach)."""
+
+    def broken(args: object) -> int:
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setitem(cli.COMMANDS, "run", broken)
+    assert _run(Path("p.yaml"), "2026-11-20T00:00Z", "2026-11-20T01:00Z") == 3
+    err = capsys.readouterr().err
+    assert "ZeroDivisionError: a bug" in err and "Traceback" in err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import sqlite3
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
@@ -25,6 +27,15 @@ from recon.model import WindowResult
 from recon.store import schema as t
 
 DEFAULT_SQLITE = "recon-results.sqlite"
+# What a store can raise: SQLAlchemy's errors (a conflict, a missing privilege, a lost
+# connection), and the drivers' own from the raw COPY cursor, which SQLAlchemy does
+# not wrap. Each one fails the run as a store error (exit 3), never as a breach.
+STORE_ERRORS = (sa.exc.SQLAlchemyError, psycopg.Error, sqlite3.Error)
+
+
+def _reason(exc: BaseException) -> str:
+    """The driver's message where SQLAlchemy wraps one (it names the table or constraint)."""
+    return str(getattr(exc, "orig", None) or exc)
 
 
 def store_url(results: str | None, base: Path | None = None) -> str:
@@ -77,8 +88,8 @@ class ResultStore:
         try:
             with self.engine.begin() as conn:
                 yield conn
-        except sa.exc.OperationalError as exc:
-            raise StoreError(f"results store {self._safe_url}: {exc.orig}") from exc
+        except STORE_ERRORS as exc:
+            raise StoreError(f"results store {self._safe_url}: {_reason(exc)}") from exc
 
     def upgrade(self) -> int:
         """Apply the migrations not applied yet; returns the schema version."""
@@ -316,8 +327,8 @@ class ResultStore:
             with self.engine.connect() as conn:
                 result = conn.execute(query)
                 frame = pd.DataFrame(result.fetchall(), columns=list(result.keys()))
-        except sa.exc.OperationalError as exc:
-            raise StoreError(f"results store {self._safe_url}: {exc.orig}") from exc
+        except STORE_ERRORS as exc:
+            raise StoreError(f"results store {self._safe_url}: {_reason(exc)}") from exc
         for column in frame.columns:
             if column.endswith(("_start", "_end", "_at", "_time")):
                 frame[column] = pd.to_datetime(frame[column], utc=True)
