@@ -459,9 +459,10 @@ def committed_offsets(cfg: Config, parts: list[int]) -> dict[int, int]:
     try:
         futures = admin.list_consumer_group_offsets([request], request_timeout=cfg.timeout_s)
         result = next(iter(futures.values())).result(timeout=cfg.timeout_s)
-    except KafkaException as exc:
+    except (KafkaException, TimeoutError) as exc:
+        reason = exc.args[0] if exc.args else f"no answer within {cfg.timeout_s:g}s"
         raise SourceError(
-            f"{describe(cfg)}: committed offsets of group {cfg.consumer_group}: {exc.args[0]}"
+            f"{describe(cfg)}: committed offsets of group {cfg.consumer_group}: {reason}"
         ) from exc
     return {tp.partition: tp.offset for tp in result.topic_partitions if tp.offset >= 0}
 
