@@ -129,6 +129,20 @@ CASES = [
         missing={("a", "kafka", "unverifiable"), ("b", "kafka", "lost")},
     ),
     dict(
+        why="in the lake's dead letters but gone from Kafka (retention): it passed Kafka",
+        origin=[("a", "10:10:00"), ("b", "10:40:00")],
+        kafka=[("b", "10:40:01")],
+        kafka_gap_until="10:30:00",
+        lake=[("b", "10:40:02")],
+        dead=[("a", "10:10:02")],
+        expect={
+            "webhook": {"upstream": 2, "arrived": 2},
+            "kafka": {"upstream": 2, "arrived": 2},
+            "lake": {"upstream": 2, "arrived": 1, "dead_lettered": 1},
+        },
+        missing={("a", "lake", "dead_lettered")},
+    ),
+    dict(
         why="first seen at the lake after the window's end (within grace): late, arrived",
         origin=[("a", "10:59:00"), ("b", "10:30:00")],
         kafka=[("a", "10:59:01"), ("b", "10:30:01")],
@@ -280,3 +294,16 @@ def test_last_location_from_each_kind_of_ledger() -> None:
         ("c", "warehouse", "lake", "lake/a.parquet"),
         ("d", "warehouse", "lake", "lake/b.parquet"),
     ]
+
+
+def test_passed_by_a_dead_letters_evidence_has_no_last_sighting() -> None:
+    """The retention case above: a is dead-lettered at the lake hop, yet was never seen in
+    Kafka: its missing row names Kafka as the stage before, with no time or place there."""
+    case = next(c for c in CASES if c["why"].startswith("in the lake's dead letters but gone"))
+    (row,) = _compute(case).missing.to_pylist()
+    assert (row["event_id"], row["last_stage"], row["last_seen_at"], row["last_location"]) == (
+        "a",
+        "kafka",
+        None,
+        None,
+    )

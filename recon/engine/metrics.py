@@ -373,7 +373,10 @@ def _missing_sql(stages: list[StageInput]) -> str:
             WHERE m.hop = {i} GROUP BY m.w, m.event_id"""
         for i in lookup
     )
-    place = f"CASE m.hop {known} END" if known else "NULL"
+    # No time at the stage before (it passed it by a dead letter's evidence): no place.
+    place = (
+        f"CASE WHEN m.last_seen_at IS NOT NULL THEN CASE m.hop {known} END END" if known else "NULL"
+    )
     if lookup:
         place = f"coalesce({place}, p.last_location)"
     return f"""

@@ -120,7 +120,8 @@ class Missing:
                     pa.array(self.outcome, pa.int8()), pa.array(OUTCOMES)
                 ),
                 "origin_time": pa.array(origin_us[self.k], ts),
-                "last_seen_at": pa.array(self.last_seen_us, ts),
+                # Passed the stage before only by a dead letter's evidence: not seen there.
+                "last_seen_at": pa.array(self.last_seen_us, ts, mask=self.last_seen_us == NOT_SEEN),
             }
         )
 
@@ -133,10 +134,10 @@ def hop_counts(
 ) -> tuple[list[list[dict[str, Any]]], Missing]:
     """Per hop 1..n-1 and window, the counters (all but orphans); and the missing events.
 
-    An event passed stage i if it was seen at i or later; it is charged to the
-    first hop it did not pass, as dead-lettered, pending (in flight at the
-    stage before), unverifiable (older than the stage's retention horizon,
-    `horizon_us[i]`) or lost, in that order.
+    An event passed stage i if it was seen at i or later, or dead-lettered on a
+    later hop; it is charged to the first hop it did not pass, as dead-lettered,
+    pending (in flight at the stage before), unverifiable (older than the stage's
+    retention horizon, `horizon_us[i]`) or lost, in that order.
     """
     n, events, n_windows = seen.stages, len(cohort.w), len(window_end_us)
     w, origin, first = cohort.w, cohort.origin_us, seen.first
@@ -145,6 +146,10 @@ def hop_counts(
     later = np.zeros(events, bool)
     for i in range(n - 1, 0, -1):
         later = later | has[i]
+        if i + 1 < n:
+            # A dead letter of the hop into i + 1 was taken from stage i: it passed i
+            # (Kafka retention may have deleted the message the loader failed on).
+            later = later | seen.dead[i + 1]
         passed[i] = later
     # passed[i] implies passed[i - 1]: the first hop not passed is 1 + the passed ones.
     hop = np.ones(events, np.int8)
