@@ -53,6 +53,9 @@ class AlertsConfig(Strict):
     routes: list[Route] = Field(default_factory=list)
 
 
+END_TO_END = "end_to_end"
+
+
 class MetricsConfig(Strict):
     """Prometheus metrics of every run: a textfile (node_exporter) and/or a Pushgateway."""
 
@@ -79,6 +82,9 @@ class PipelineConfig(Strict):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"stage and dead-letter names must be unique: {dupes}")
+        if END_TO_END in names:
+            # Reports, the store and the suite list the pipeline's totals under this name.
+            raise ValueError(f"{END_TO_END!r} is reserved for the pipeline's totals")
         downstream = {s.name for s in self.stages[1:]}
         for stage in self.stages:
             if stage.stage is not None:

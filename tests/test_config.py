@@ -92,6 +92,7 @@ BAD = [
         "dead letter dlq",
     ),
     ("bad kafka id", lambda d: d["stages"][1].update(id="value"), "stages.1.kafka.id"),
+    ("a stage named end_to_end", lambda d: d["stages"][2].update(name="end_to_end"), "reserved"),
 ]
 
 

@@ -6,13 +6,11 @@ from datetime import datetime
 
 from recon.alerts.notifiers import Notice, deliver
 from recon.alerts.rules import TRIGGER, decide
-from recon.config import PipelineConfig
+from recon.config import END_TO_END, PipelineConfig
 from recon.engine.runner import RunReport
 from recon.model import StageMetrics, WindowResult
 from recon.store import ResultStore
 from recon.timeutil import iso
-
-END_TO_END = "end_to_end"
 
 
 def _metric(window: WindowResult, stage: str) -> StageMetrics:

@@ -13,7 +13,7 @@ from datetime import datetime
 from prometheus_client import CollectorRegistry, Gauge, pushadd_to_gateway, write_to_textfile
 
 from recon.alerts.notifiers import AlertDeliveryError, safe_url
-from recon.config import PipelineConfig
+from recon.config import END_TO_END, PipelineConfig
 from recon.engine.runner import RunReport
 from recon.model import COUNTERS
 
@@ -73,7 +73,7 @@ def registry_for(
             labels = (cfg.pipeline, m.stage)
             loss.labels(*labels).set(m.loss_rate)
             breach.labels(*labels).set(1 if m.breach else 0)
-            th = cfg.thresholds if m.stage == "end_to_end" else cfg.thresholds_for(m.stage)
+            th = cfg.thresholds if m.stage == END_TO_END else cfg.thresholds_for(m.stage)
             if th.loss_rate is not None:
                 threshold.labels(*labels).set(th.loss_rate)
             for key, gauge in events.items():

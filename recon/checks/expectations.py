@@ -17,12 +17,12 @@ from typing import Any
 
 import pandas as pd
 
-from recon.config import PipelineConfig
+from recon.config import END_TO_END, PipelineConfig
 from recon.errors import ConfigError
 from recon.model import ExpectationOutcome, WindowResult
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
-END_TO_END = "end_to_end"
+
 _CHECKS = (("loss_rate", "loss_rate"), ("max_lost", "lost"))
 
 
