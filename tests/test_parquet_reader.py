@@ -35,11 +35,16 @@ def _cfg(root: Path) -> parquet.Config:
 
 
 def test_hour_partitions_pruned_and_exact(tmp_path: Path) -> None:
-    """Hour 10 holds: one at start (in), one null id (counted), one late row; hour 11 holds one
-    at exactly the end (out); hours 09 and 12 hold corrupt files that must never be opened."""
+    """Hour 10 holds: one at start (in), one null and one empty id (counted), one late row;
+    hour 11 holds one at exactly the end (out); hours 09 and 12 hold corrupt files that must
+    never be opened."""
     root = tmp_path / "lake"
     day = root / "dt=2026-11-20"
-    _write(day / "hour=10/part-0.parquet", ["a", None, "b"], ["10:00:00", "10:20:00", "10:59:59"])
+    _write(
+        day / "hour=10/part-0.parquet",
+        ["a", None, "b", ""],
+        ["10:00:00", "10:20:00", "10:59:59", "10:21:00"],
+    )
     _write(day / "hour=10/part-1.parquet", ["c"], ["10:30:00"], tz=None)  # naive = UTC
     _write(day / "hour=11/part-0.parquet", ["d"], ["11:00:00"])
     for hour in ("09", "12"):
@@ -47,7 +52,8 @@ def test_hour_partitions_pruned_and_exact(tmp_path: Path) -> None:
         (day / f"hour={hour}/part-0.parquet").write_bytes(b"not parquet at all")
     read = parquet.read(_cfg(root), W)
     assert sorted(read.table.column("event_id").to_pylist()) == ["a", "b", "c"]
-    assert read.unreadable == 1
+    assert read.unreadable == 2
+    assert [b.reason for b in read.bad_records] == ["event_id is null", "event_id is empty"]
     assert str(day / "hour=10/part-0.parquet") in read.bad_records[0].where
     assert set(read.table.column("location").to_pylist()) == {
         str(day / "hour=10/part-0.parquet"),

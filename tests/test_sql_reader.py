@@ -27,6 +27,7 @@ ROWS = [
     ("dup", "2026-11-20 10:31:00"),
     ("dup", "2026-11-20 10:32:00"),
     (None, "2026-11-20 10:33:00"),
+    ("", "2026-11-20 10:34:00"),
     ("at-end", "2026-11-20 11:00:00"),
 ]
 
@@ -35,8 +36,9 @@ ROWS = [
 def test_reads_exactly_the_window(pg_url: str, unique: str, column_type: str) -> None:
     """[start, end): the row at start is in, the one at end and the one before are out.
 
-    One NULL id is counted as unreadable, not dropped silently; duplicates are kept
-    as rows. A naive `timestamp` column is read as UTC.
+    One NULL id and one empty id are counted as unreadable (as an empty Kafka key or
+    CSV field is), not dropped silently; duplicates are kept as rows. A naive
+    `timestamp` column is read as UTC.
     """
     rows = [(i, t + ("+00" if column_type == "timestamptz" else "")) for i, t in ROWS]
     _table(pg_url, unique, column_type, rows)
@@ -44,8 +46,8 @@ def test_reads_exactly_the_window(pg_url: str, unique: str, column_type: str) ->
     read = sql.read(cfg, W)
     assert read.table.column("event_id").to_pylist() == ["at-start", "middle", "dup", "dup"]
     assert read.table.column("stage_time").to_pylist()[1] == at("10:30:00.123456")
-    assert read.unreadable == 1
-    assert "NULL" in read.bad_records[0].reason
+    assert read.unreadable == 2
+    assert [b.reason for b in read.bad_records] == ["event_id is NULL", "event_id is empty"]
     assert set(read.table.column("location").to_pylist()) == {unique}
 
 
@@ -55,16 +57,16 @@ def test_counts_each_window_without_reading_rows(
 ) -> None:
     """`count_many` over three windows split across its two connections.
 
-    09:00-10:00 holds `before`; 10:00-11:00 the five rows from `at-start` to the NULL
-    ID (a count is of rows, so the NULL ID and both `dup` rows count); 11:00-12:00
+    09:00-10:00 holds `before`; 10:00-11:00 the six rows from `at-start` to the empty
+    ID (a count is of rows, so the NULL and empty IDs and both `dup` rows count); 11:00-12:00
     holds `at-end`. A window with no rows counts 0.
     """
     rows = [(i, t + ("+00" if column_type == "timestamptz" else "")) for i, t in ROWS]
     _table(pg_url, unique, column_type, rows)
     cfg = sql.Config(name="webhook", source="sql", url=pg_url, table=unique)
     hours = Window(at("09:00:00"), at("13:00:00")).split(W.end - W.start)
-    assert sql.count_many(cfg, hours) == [1, 5, 1, 0]
-    assert sql.count_many(cfg, [W]) == [5]
+    assert sql.count_many(cfg, hours) == [1, 6, 1, 0]
+    assert sql.count_many(cfg, [W]) == [6]
 
 
 def test_query_source_and_empty_range(pg_url: str, unique: str) -> None:

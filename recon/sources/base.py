@@ -93,3 +93,23 @@ def to_utc_timestamp(values: pa.Array | pa.ChunkedArray) -> pa.Array | pa.Chunke
         values = pc.cast(values, pa.timestamp(typ.unit))  # same instants, then label as UTC
         return pc.cast(pc.assume_timezone(values, "UTC"), target)
     return pc.cast(values, target)
+
+
+def usable_ids(ids: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    """Per row, whether its ID can be used: not null, and not empty if it is text or bytes.
+
+    The same rule in every source (a Kafka key or a CSV field that is empty is unusable).
+    """
+    ok = pc.is_valid(ids)
+    if (
+        pa.types.is_string(ids.type)
+        or pa.types.is_binary(ids.type)
+        or pa.types.is_large_string(ids.type)
+    ):
+        ok = pc.and_(ok, pc.fill_null(pc.greater(pc.binary_length(ids), 0), False))
+    return ok
+
+
+def unusable_reasons(column: str, ids: pa.Array | pa.ChunkedArray, null: str = "null") -> list[str]:
+    """Why each of these unusable IDs cannot be used (few rows: a Python list)."""
+    return [f"{column} is {null}" if v is None else f"{column} is empty" for v in ids.to_pylist()]

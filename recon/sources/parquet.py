@@ -21,7 +21,13 @@ import pyarrow.parquet as pq
 
 from recon.errors import SourceError
 from recon.model import BadRecord, LedgerRead, Window, empty_ledger
-from recon.sources.base import SourceConfig, ledger_table, to_utc_timestamp
+from recon.sources.base import (
+    SourceConfig,
+    ledger_table,
+    to_utc_timestamp,
+    unusable_reasons,
+    usable_ids,
+)
 from recon.timeutil import iso
 
 KIND = "parquet"
@@ -153,11 +159,9 @@ def read(cfg: Config, window: Window) -> LedgerRead:
         raise SourceError(f"{describe(cfg)}: {exc}") from exc
     tables, bad = [], []
     for path in (f.path for f in files):
-        table, null_times = _read_file(cfg, fs, path, window)
+        table, file_bad = _read_file(cfg, fs, path, window)
         tables.append(table)
-        bad += [
-            BadRecord(f"{path} row at {iso(t)}", f"{cfg.id} is null", time=t) for t in null_times
-        ]
+        bad += file_bad
     table = pa.concat_tables(tables) if tables else empty_ledger()
     return LedgerRead(describe(cfg), table, bad)
 
@@ -190,14 +194,22 @@ def _time_table(
 
 def _read_file(
     cfg: Config, fs: pafs.FileSystem, path: str, window: Window
-) -> tuple[pa.Table, list[datetime]]:
+) -> tuple[pa.Table, list[BadRecord]]:
     table = _time_table(cfg, fs, path, window, [cfg.id, cfg.time])
     times = to_utc_timestamp(table[cfg.time])
-    valid = pc.is_valid(table[cfg.id])
-    null_times = times.filter(pc.invert(valid)).to_pylist() if table[cfg.id].null_count else []
-    if null_times:
-        table, times = table.filter(valid), times.filter(valid)
-    return ledger_table(table[cfg.id], times, path), null_times
+    valid = usable_ids(table[cfg.id])
+    if pc.all(valid).as_py() is not False:  # every ID usable (or no rows)
+        return ledger_table(table[cfg.id], times, path), []
+    rejected = pc.invert(valid)
+    bad = [
+        BadRecord(f"{path} row at {iso(t)}", reason, time=t)
+        for t, reason in zip(
+            times.filter(rejected).to_pylist(),
+            unusable_reasons(cfg.id, table[cfg.id].filter(rejected)),
+            strict=True,
+        )
+    ]
+    return ledger_table(table[cfg.id].filter(valid), times.filter(valid), path), bad
 
 
 def count(cfg: Config, window: Window) -> int:

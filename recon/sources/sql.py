@@ -19,7 +19,13 @@ from pydantic import model_validator
 
 from recon.errors import ConfigError, SourceError
 from recon.model import BadRecord, LedgerRead, Window
-from recon.sources.base import SourceConfig, ledger_table, to_utc_timestamp
+from recon.sources.base import (
+    SourceConfig,
+    ledger_table,
+    to_utc_timestamp,
+    unusable_reasons,
+    usable_ids,
+)
 from recon.timeutil import iso
 
 if TYPE_CHECKING:
@@ -158,10 +164,15 @@ def _literal(instant: datetime, time_type: pa.DataType) -> str:
 def _ledger(cfg: Config, table: pa.Table) -> LedgerRead:
     where = cfg.table or "query"
     stage_time = to_utc_timestamp(table["stage_time"])
-    valid = pc.is_valid(table["event_id"])
+    valid = usable_ids(table["event_id"])
+    rejected = pc.invert(valid)
     bad = [
-        BadRecord(f"{where} row at {iso(t)}", f"{cfg.id} is NULL", time=t)
-        for t in stage_time.filter(pc.invert(valid)).to_pylist()
+        BadRecord(f"{where} row at {iso(t)}", reason, time=t)
+        for t, reason in zip(
+            stage_time.filter(rejected).to_pylist(),
+            unusable_reasons(cfg.id, table["event_id"].filter(rejected), null="NULL"),
+            strict=True,
+        )
     ]
     if bad:
         table, stage_time = table.filter(valid), stage_time.filter(valid)
