@@ -84,8 +84,9 @@ def reconcile(
 ) -> Reconciliation:
     """Reconcile [start, end) (one window of the configured size if `end` is omitted).
 
-    With `store=True` the results are written to the configured results store,
-    exactly as `recon run` would.
+    With `store=True` the results are written to the configured results store (by
+    default the SQLite file beside the config), as `recon run` writes them; alerts
+    and metrics are left to `recon run` and the DAG.
     """
     if not isinstance(cfg, PipelineConfig):
         cfg = load_config(cfg)

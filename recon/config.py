@@ -54,6 +54,7 @@ class AlertsConfig(Strict):
 
 
 END_TO_END = "end_to_end"
+DEFAULT_SQLITE = "recon-results.sqlite"  # the results store when the config names none
 
 
 class MetricsConfig(Strict):
@@ -141,6 +142,10 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
     results = data.get("results")
     if isinstance(results, str) and "://" not in results and results:
         data["results"] = str(base / results)
+    elif not results:
+        # The default store sits beside the config, wherever recon is called from (the
+        # CLI, a notebook, a DAG): all of them read and write the same one.
+        data["results"] = str(base / DEFAULT_SQLITE)
     expectations = data.get("expectations")
     data["expectations"] = str(base / (expectations or "expectations"))
 

@@ -148,3 +148,17 @@ def test_suite_that_disagrees_with_the_config_stops_the_run(tmp_path: Path, monk
     with pytest.raises(ConfigError, match="differ from the config") as info:
         ensure_suite(load_config(_write(tmp_path, loosened)))
     assert info.value.exit_code == 2
+
+
+def test_default_results_store_is_beside_the_config(tmp_path: Path, monkeypatch) -> None:
+    """No `results`: the CLI, the notebook API and the DAG all use the SQLite file beside the
+    config, whatever the working directory (the API used the notebook's directory)."""
+    from recon.store import store_url
+
+    monkeypatch.setenv("APP_PW", "pw")
+    data = _broken(lambda d: d.pop("results", None))
+    path = _write(tmp_path, data)
+    monkeypatch.chdir(Path("/"))
+    cfg = load_config(path)
+    assert cfg.results == str(tmp_path / "recon-results.sqlite")
+    assert store_url(cfg.results, Path.cwd()) == f"sqlite:///{tmp_path / 'recon-results.sqlite'}"

@@ -22,11 +22,11 @@ from sqlalchemy.engine import Connection, Engine
 
 from recon import __version__
 from recon.alerts.rules import AlertState
+from recon.config import DEFAULT_SQLITE
 from recon.errors import StoreError
 from recon.model import WindowResult
 from recon.store import schema as t
 
-DEFAULT_SQLITE = "recon-results.sqlite"
 # What a store can raise: SQLAlchemy's errors (a conflict, a missing privilege, a lost
 # connection), and the drivers' own from the raw COPY cursor, which SQLAlchemy does
 # not wrap. Each one fails the run as a store error (exit 3), never as a breach.
