@@ -78,13 +78,14 @@ def window_of(
 ) -> Window:
     """The window to search.
 
-    The one holding `around`; without it, the one the results store knows the
-    event from (as a missing event).
+    The one holding `around` (windows of the configured size from midnight UTC);
+    without it, the window of the stored result that lists the event as missing,
+    as that run cut it (a run's windows start at its --start).
     """
     if around is None and store is not None:
         known = store.missing_event(event_id)
         if known is not None:
-            around = known
+            return Window(*known)
     if around is None:
         raise ConfigError(f"{event_id}: not among the stored missing events; give --around T")
     size = cfg.window.size

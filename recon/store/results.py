@@ -259,18 +259,20 @@ class ResultStore:
                 pacsv.write_csv(batch, buffer, pacsv.WriteOptions(include_header=False))
                 copy.write(buffer.getbuffer())
 
-    def missing_event(self, event_id: str) -> datetime | None:
-        """The origin time of the latest stored missing-event row for `event_id`."""
+    def missing_event(self, event_id: str) -> tuple[datetime, datetime] | None:
+        """The window (start, end) of the latest stored result that lists `event_id` missing."""
         me, w = t.missing_events.c, t.windows.c
         with self._begin() as conn:
-            value = conn.execute(
-                sa.select(me.origin_time)
+            row = conn.execute(
+                sa.select(w.window_start, w.window_end)
                 .join_from(t.missing_events, t.windows, me.window_id == w.window_id)
                 .where((me.event_id == event_id) & w.is_latest)
                 .order_by(w.computed_at.desc())
                 .limit(1)
-            ).scalar()
-        return _aware(value)
+            ).first()
+        if row is None:
+            return None
+        return _aware(row[0]), _aware(row[1])  # type: ignore[return-value]
 
     # -- alert state -----------------------------------------------------------------
 
