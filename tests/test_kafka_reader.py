@@ -7,7 +7,13 @@ import time
 
 import pytest
 from confluent_kafka import Producer, TopicPartition
-from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin import (
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    ResourceType,
+)
 
 from recon.errors import SourceError
 from recon.simulate.plant import commit_offsets, create_topic
@@ -159,6 +165,44 @@ def test_retention_gap_is_reported(bootstrap: str, unique: str) -> None:
     read = kafka.read(_cfg(bootstrap, unique), W)
     assert read.table.column("event_id").to_pylist() == [f"e{i}" for i in range(4, 10)]
     assert [(g.partition, g.low_watermark, g.until) for g in read.gaps] == [(0, 4, at("10:04:00"))]
+
+
+def test_an_emptied_partition_leaves_no_gap_under_time_retention(
+    bootstrap: str, unique: str
+) -> None:
+    """Partition 0 holds e0..e2 (10:00-10:02); partition 1 held x0..x2 and was emptied
+    (low = high = 3, as retention leaves an idle partition; delete_records stands in for it).
+    With infinite retention nothing bounds the deleted records' age: a gap over the whole
+    window. With a 30-day retention.ms and no retention.bytes, retention cannot have deleted
+    anything newer than 30 days before now (W is 9 days old): no gap, so the stage's losses
+    stay losses instead of all turning unverifiable."""
+    create_topic(bootstrap, unique, 2)
+    _produce(
+        bootstrap,
+        unique,
+        [{"key": f"e{i}".encode(), "t": f"10:0{i}:00"} for i in range(3)]
+        + [{"key": f"x{i}".encode(), "t": f"10:0{i}:30", "p": 1} for i in range(3)],
+    )
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for future in admin.delete_records([TopicPartition(unique, 1, 3)]).values():
+        future.result(30)
+    read = kafka.read(_cfg(bootstrap, unique), W)
+    assert read.table.column("event_id").to_pylist() == ["e0", "e1", "e2"]
+    assert [(g.partition, g.low_watermark, g.until) for g in read.gaps] == [(1, 3, W.end)]
+    thirty_days = ConfigResource(
+        ResourceType.TOPIC,
+        unique,
+        incremental_configs=[
+            ConfigEntry(
+                "retention.ms",
+                str(30 * 86_400_000),
+                incremental_operation=AlterConfigOpType.SET,
+            )
+        ],
+    )
+    for future in admin.incremental_alter_configs([thirty_days]).values():
+        future.result(30)
+    assert kafka.read(_cfg(bootstrap, unique), W).gaps == []
 
 
 def test_transaction_markers_do_not_hang(bootstrap: str, unique: str) -> None:

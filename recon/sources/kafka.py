@@ -13,6 +13,7 @@ import operator
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import duckdb
@@ -20,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
-from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
 from pydantic import Field, field_validator
 
 try:  # moved between confluent-kafka releases
@@ -182,8 +183,8 @@ def read(cfg: Config, window: Window) -> LedgerRead:
     except KafkaException as exc:
         raise SourceError(f"{describe(cfg)}: {exc.args[0]}") from exc
     table, bad = _extract_ids(cfg, fetched)
-    gaps = _retention_gaps(cfg, ranges, fetched, window)
-    committed, warnings = None, []
+    gaps, warnings = _retention_gaps(cfg, ranges, fetched, window)
+    committed = None
     if cfg.consumer_group:
         committed = committed_offsets(cfg, [r.partition for r in ranges])
         uncommitted = sorted({r.partition for r in ranges} - committed.keys())
@@ -419,25 +420,66 @@ def _json_ids(raw: pa.ChunkedArray, path: str) -> tuple[pa.ChunkedArray, pa.Chun
 
 def _retention_gaps(
     cfg: Config, ranges: list[OffsetRange], fetched: pa.Table, window: Window
-) -> list[RetentionGap]:
-    """Partitions where records of the range may already have been deleted.
+) -> tuple[list[RetentionGap], list[str]]:
+    """Partitions where records of the range may already have been deleted; notes.
 
     offsets_for_times only sees records that still exist: when it lands on the
     low watermark of a partition that has lost records (low > 0), the deleted
-    ones may have belonged to the range and nothing can tell which they were.
+    ones may have belonged to the range, up to the first record still there.
+    Under time-only retention they are older than the topic's retention.ms
+    (`deletion_horizon`), which bounds the gap: a partition emptied by retention
+    long ago (an idle one) leaves none in a recent window, where it used to turn
+    every loss of the stage into `unverifiable`.
     """
+    suspects = [r for r in ranges if r.low > 0 and r.start <= r.low]
+    if not suspects:
+        return [], []
+    horizon, notes = deletion_horizon(cfg)
     gaps = []
-    for r in ranges:
-        if r.low == 0 or r.start > r.low:
-            continue
-        first = fetched.filter(
-            pc.and_(pc.equal(fetched["partition"], r.partition), pc.equal(fetched["offset"], r.low))
-        )
+    for r in suspects:
         until = window.end
-        if first.num_rows:
-            until = min(until, _ms_to_dt(first["ts_ms"][0].as_py()))
-        gaps.append(RetentionGap(cfg.topic, r.partition, r.low, until))
-    return gaps
+        mine = fetched.filter(pc.equal(fetched["partition"], r.partition))
+        if mine.num_rows:  # the first record there (the one at `low` may be a marker)
+            first = pc.min(mine["offset"])
+            at_first = mine.filter(pc.equal(mine["offset"], first))
+            until = min(until, _ms_to_dt(at_first["ts_ms"][0].as_py()))
+        if horizon is not None:
+            until = min(until, horizon)
+        if until > window.start:
+            gaps.append(RetentionGap(cfg.topic, r.partition, r.low, until))
+    return gaps, notes
+
+
+# Allowance for the broker's clock and retention's check interval (log.retention.check.interval.ms).
+_RETENTION_SLACK = timedelta(minutes=15)
+
+
+def deletion_horizon(cfg: Config) -> tuple[datetime | None, list[str]]:
+    """The newest record time retention can have deleted, when the topic's config bounds it.
+
+    With cleanup.policy=delete, a retention.ms and no retention.bytes, Kafka
+    deletes a segment only once its newest record is older than retention.ms.
+    Size-based retention, compaction or infinite retention give no bound (the
+    deleted records may be of any age). So do records removed with the admin
+    API's delete-records: those are not recognised, and are reported as lost.
+    """
+    admin = AdminClient(client_conf(cfg))
+    resource = ConfigResource(ResourceType.TOPIC, cfg.topic)
+    try:
+        found = admin.describe_configs([resource], request_timeout=cfg.timeout_s)[resource]
+        entries = found.result(timeout=cfg.timeout_s)
+    except (KafkaException, TimeoutError) as exc:
+        reason = exc.args[0] if exc.args else f"no answer within {cfg.timeout_s:g}s"
+        return None, [
+            f"{cfg.topic}: topic config unreadable ({reason}): records deleted before the "
+            "low watermark may be of any age"
+        ]
+    policy = {p.strip() for p in entries["cleanup.policy"].value.split(",")}
+    retention_ms = int(entries["retention.ms"].value)
+    retention_bytes = int(entries["retention.bytes"].value)
+    if policy != {"delete"} or retention_ms < 0 or retention_bytes >= 0:
+        return None, []
+    return datetime.now(UTC) - timedelta(milliseconds=retention_ms) + _RETENTION_SLACK, []
 
 
 def _ms_to_dt(ms: int) -> Any:
