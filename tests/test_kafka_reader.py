@@ -152,6 +152,10 @@ def test_header_and_json_ids(bootstrap: str, unique: str) -> None:
         (f"{unique}[0]@1", "value is not valid JSON"),
         (f"{unique}[0]@2", "no field payload.id"),
     ]
+    quoted = kafka.read(_cfg(bootstrap, unique, id="header:it's"), W)  # a name with a quote
+    assert quoted.table.num_rows == 0
+    assert {b.reason for b in quoted.bad_records} == {"no header:it's"}
+    assert len(quoted.bad_records) == 4
 
 
 def test_retention_gap_is_reported(bootstrap: str, unique: str) -> None:

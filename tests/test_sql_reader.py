@@ -80,6 +80,12 @@ def test_query_source_and_empty_range(pg_url: str, unique: str) -> None:
     assert sql.read(cfg, W).table.num_rows == 2
     empty = Window(at("12:00:00"), at("13:00:00"))
     assert sql.read(cfg, empty).table.num_rows == 0
+    # A % in the query is the query's own (LIKE), never a placeholder: read and count agree.
+    like = cfg.model_copy(
+        update={"query": f"SELECT event_id, received_at FROM {unique} WHERE event_id LIKE 'mid%'"}
+    )
+    assert sql.read(like, W).table.column("event_id").to_pylist() == ["middle"]
+    assert sql.count_many(like, [W, empty]) == [1, 0]
 
 
 def test_missing_table_is_an_error(pg_url: str, unique: str) -> None:

@@ -376,14 +376,15 @@ def _text_ids(raw: pa.ChunkedArray, what: str) -> tuple[pa.ChunkedArray, pa.Chun
     con.register("raw", pa.table({"raw": raw}))
     # Invalid UTF-8 and empty IDs are unusable, like a missing key or header.
     result = con.sql(
-        f"""
+        """
         SELECT CASE WHEN raw IS NULL OR octet_length(raw) = 0 OR NOT utf8_ok THEN NULL
                     ELSE decode(raw) END AS id,
-               CASE WHEN raw IS NULL THEN 'no {what}'
-                    WHEN octet_length(raw) = 0 THEN 'empty {what}'
-                    WHEN NOT utf8_ok THEN '{what} is not valid UTF-8' END AS reason
+               CASE WHEN raw IS NULL THEN 'no ' || $what
+                    WHEN octet_length(raw) = 0 THEN 'empty ' || $what
+                    WHEN NOT utf8_ok THEN $what || ' is not valid UTF-8' END AS reason
         FROM (SELECT raw, try(decode(raw)) IS NOT NULL AS utf8_ok FROM raw)
-        """
+        """,
+        params={"what": what},  # a header's name is the user's text: never spliced in
     ).to_arrow_table()
     return result["id"], result["reason"]
 
