@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import time
 import uuid
@@ -21,7 +22,7 @@ from recon.engine.phases import Phases
 from recon.engine.rules import is_settled, run_exit_code, window_status
 from recon.errors import SourceError
 from recon.model import LedgerRead, Window, WindowResult
-from recon.sources import read_ledger
+from recon.sources import count_ledger_windows, read_ledger
 from recon.sources.base import SourceConfig
 from recon.store import ResultStore
 
@@ -222,7 +223,7 @@ def _reconcile_in_worker(
 
 
 def _worker_tasks(
-    windows: list[Window], rows_per_window: int, jobs: int
+    windows: list[Window], rows: list[int], jobs: int
 ) -> list[tuple[list[Window], int]]:
     """(windows, windows per read) for each task of the pool.
 
@@ -231,24 +232,55 @@ def _worker_tasks(
     would be 3; these are 2.5 with a 30-minute grace), and a worker holds one
     window's results while it computes the other.
     """
-    if rows_per_window <= MAX_ROWS_PER_READ:
-        return [(part, len(part)) for part in chunk(windows, rows_per_window, jobs)]
+    if max(rows, default=0) <= MAX_ROWS_PER_READ:
+        return [(part, len(part)) for part in chunk(windows, rows, jobs)]
     return [(windows[i : i + 2], 1) for i in range(0, len(windows), 2)]
 
 
 def chunk(
-    windows: list[Window], rows_per_window: int, jobs: int, max_rows: int | None = None
+    windows: list[Window], rows: list[int], jobs: int, max_rows: int | None = None
 ) -> list[list[Window]]:
     """Group consecutive windows so that one read of a source stays under `max_rows` rows.
 
-    Windows are the unit of memory: a chunk never has fewer than one. With
-    several jobs, there are at least as many chunks as jobs when possible.
+    `rows` holds each window's estimated rows (`window_rows`). Windows are the
+    unit of memory: a chunk never has fewer than one. With several jobs, there
+    are at least as many chunks as jobs when possible.
     """
-    if not windows:
-        return []
-    size = max(1, (max_rows or MAX_ROWS_PER_READ) // max(rows_per_window, 1))
-    size = min(size, -(-len(windows) // max(jobs, 1)))
-    return [windows[i : i + size] for i in range(0, len(windows), size)]
+    budget = max_rows or MAX_ROWS_PER_READ
+    most = -(-len(windows) // max(jobs, 1))
+    chunks: list[list[Window]] = []
+    current: list[Window] = []
+    total = 0
+    for window, n in zip(windows, rows, strict=True):
+        if current and (total + n > budget or len(current) >= most):
+            chunks.append(current)
+            current, total = [], 0
+        current.append(window)
+        total += n
+    if current:
+        chunks.append(current)
+    return chunks
+
+
+def window_rows(cfg: PipelineConfig, first: list[WindowResult], windows: list[Window]) -> list[int]:
+    """Each window's estimated rows in its largest ledger, to size the reads.
+
+    The first window (`first`, computed) gives its largest ledger's rows per
+    origin row; each window's origin count (Kafka offsets, parquet footers,
+    count(*): no rows read) scales that. A day's hours differ (a quiet night, a
+    busy noon): sized by the first hour alone, a quiet midnight put the busy
+    hours of a day in one read, far over its budget.
+    """
+    largest = _largest_read(first, len(cfg.stages))
+    if not windows or cfg.origin.source == "files":  # a file log is counted by reading it
+        return [largest] * len(windows)
+    try:
+        counts = count_ledger_windows(cfg.origin, [first[0].window, *windows])
+    except SourceError:
+        # The origin cannot be counted: the reads will fail and say why, one window each.
+        return [MAX_ROWS_PER_READ] * len(windows)
+    per_origin_row = max(1.0, largest / counts[0]) if counts[0] else 1.0
+    return [math.ceil(n * per_origin_row) for n in counts[1:]]
 
 
 def _largest_read(results: list[WindowResult], stages: int) -> int:
@@ -326,8 +358,7 @@ def run(
             # process has read anything.
             ahead = [pool.submit(_reconcile_in_worker, cfg, [w]) for w in windows[1:jobs]]
             first = reconcile_windows(cfg, windows[:1], phases)
-            rows = _largest_read(first, len(cfg.stages))
-            tasks = _worker_tasks(windows[jobs:], rows, jobs)
+            tasks = _worker_tasks(windows[jobs:], window_rows(cfg, first, windows[jobs:]), jobs)
             rest = pool.map(_reconcile_in_worker, [cfg] * len(tasks), *zip(*tasks, strict=True))
             finish(first)  # the gate's first use (importing GX) overlaps the workers' reads
             for part, worker_phases in chain((f.result() for f in ahead), rest):
@@ -336,7 +367,7 @@ def run(
     else:
         first_read = read_windows(cfg, windows[:1], phases)
         first = compute_windows(cfg, windows[:1], first_read, phases)
-        rows = _largest_read(first, len(cfg.stages))
+        rows = window_rows(cfg, first, windows[1:])
         spans = [windows[:1], *chunk(windows[1:], rows, jobs)]
         # One process: the next chunk is read while this one is computed, gated and
         # stored (reads wait on servers and librdkafka; DuckDB releases the GIL). A
@@ -344,7 +375,7 @@ def run(
         # of them would not fit in memory together (DuckDB spills what it must).
         # Each read takes over the rows its ranges share with the previous read
         # and reads only the rest from the sources (carry.py).
-        overlap = rows <= MAX_ROWS_PER_READ
+        overlap = max([_largest_read(first, len(cfg.stages)), *rows]) <= MAX_ROWS_PER_READ
 
         def read_after(j: int, previous: list[Read]) -> Read:
             kept = carried(cfg, spans[j - 1], previous.pop(), spans[j])

@@ -1,0 +1,52 @@
+"""How a run groups windows into reads: by each window's own size, not the first one's."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pyarrow as pa
+
+from recon.config import parse_config
+from recon.engine.runner import chunk, reconcile_windows, window_rows
+from recon.model import Window
+from recon.simulate.plant import write_receipts
+
+START = datetime(2026, 11, 20, tzinfo=UTC)
+HOURS = Window(START, START + timedelta(hours=6)).split(timedelta(hours=1))
+
+
+def test_chunks_follow_each_windows_rows() -> None:
+    """Rows 10, 10, 100, 100, 10, 10 under a 120-row budget: the two busy hours never share
+    a read; with three jobs no chunk holds more than two windows."""
+    rows = [10, 10, 100, 100, 10, 10]
+    assert chunk(HOURS, rows, 1, max_rows=120) == [HOURS[:3], HOURS[3:]]
+    assert chunk(HOURS, rows, 3, max_rows=120) == [HOURS[:2], HOURS[2:3], HOURS[3:5], HOURS[5:]]
+    assert chunk(HOURS, [500] * 6, 1, max_rows=120) == [[w] for w in HOURS]
+
+
+def test_a_quiet_first_hour_does_not_size_the_busy_ones(pg_url: str, unique: str) -> None:
+    """Receipts: 10 in the first hour, then 10, 1000, 1000, 10, 10 (one row per event, all
+    in their hour's first minute). Each window's estimate is its own count times the first
+    window's ledger rows per origin row (1 here); sized by the first hour alone, all five
+    would have gone in one read."""
+    per_hour = [10, 10, 1000, 1000, 10, 10]
+    ids, times = [], []
+    for h, n in enumerate(per_hour):
+        ids += [f"h{h}-{i}" for i in range(n)]
+        times += [START + timedelta(hours=h, seconds=i * 0.01) for i in range(n)]
+    table = pa.table(
+        {"event_id": ids, "received_at": pa.array(times, pa.timestamp("us", tz="UTC"))}
+    )
+    write_receipts(table, pg_url, unique)
+    stage = {"source": "sql", "url": pg_url, "table": unique, "time": "received_at"}
+    cfg = parse_config(
+        {
+            "pipeline": unique,
+            "stages": [{"name": "webhook", **stage}, {"name": "copy", **stage}],
+        }
+    )
+    first = reconcile_windows(cfg, HOURS[:1])
+    assert first[0].events == 10
+    assert window_rows(cfg, first, HOURS[1:]) == per_hour[1:]
+    # The two busy hours (02:00, 03:00) go in separate reads of at most 1,500 rows.
+    assert chunk(HOURS[1:], per_hour[1:], 1, max_rows=1500) == [HOURS[1:3], HOURS[3:]]
