@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pyarrow as pa
 
 from recon.config import parse_config
-from recon.engine.runner import chunk, reconcile_windows, window_rows
+from recon.engine.runner import chunk, count_origin, reconcile_windows, window_rows
 from recon.model import Window
 from recon.simulate.plant import write_receipts
 
@@ -47,6 +47,9 @@ def test_a_quiet_first_hour_does_not_size_the_busy_ones(pg_url: str, unique: str
     )
     first = reconcile_windows(cfg, HOURS[:1])
     assert first[0].events == 10
-    assert window_rows(cfg, first, HOURS[1:]) == per_hour[1:]
+    counts = count_origin(cfg, HOURS)
+    assert counts == per_hour
+    assert window_rows(cfg, first, counts, 5) == per_hour[1:]
+    assert window_rows(cfg, first, None, 5) == [10] * 5  # not countable: the first's size
     # The two busy hours (02:00, 03:00) go in separate reads of at most 1,500 rows.
     assert chunk(HOURS[1:], per_hour[1:], 1, max_rows=1500) == [HOURS[1:3], HOURS[3:]]

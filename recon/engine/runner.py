@@ -262,23 +262,35 @@ def chunk(
     return chunks
 
 
-def window_rows(cfg: PipelineConfig, first: list[WindowResult], windows: list[Window]) -> list[int]:
-    """Each window's estimated rows in its largest ledger, to size the reads.
+def count_origin(cfg: PipelineConfig, windows: list[Window]) -> list[int] | None:
+    """Each window's origin rows, counted without reading them (offsets, footers, count(*)).
 
-    The first window (`first`, computed) gives its largest ledger's rows per
-    origin row; each window's origin count (Kafka offsets, parquet footers,
-    count(*): no rows read) scales that. A day's hours differ (a quiet night, a
-    busy noon): sized by the first hour alone, a quiet midnight put the busy
-    hours of a day in one read, far over its budget.
+    None where counting means reading (file logs), or when the origin cannot be
+    counted: the reads then fail and say why, one window at a time.
+    """
+    if cfg.origin.source == "files":
+        return None
+    try:
+        return count_ledger_windows(cfg.origin, windows)
+    except SourceError:
+        return None
+
+
+def window_rows(
+    cfg: PipelineConfig, first: list[WindowResult], counts: list[int] | None, rest: int
+) -> list[int]:
+    """The estimated rows of each window's largest ledger after the first, to size reads.
+
+    `counts` are the origin rows of the first window and the `rest` after it
+    (`count_origin`). The first window (`first`, computed) gives its largest ledger's rows
+    per origin row, which scales the others' counts. A day's hours differ (a
+    quiet night, a busy noon): sized by the first hour alone, a quiet midnight
+    put the busy hours of a day in one read, far over its budget.
     """
     largest = _largest_read(first, len(cfg.stages))
-    if not windows or cfg.origin.source == "files":  # a file log is counted by reading it
-        return [largest] * len(windows)
-    try:
-        counts = count_ledger_windows(cfg.origin, [first[0].window, *windows])
-    except SourceError:
-        # The origin cannot be counted: the reads will fail and say why, one window each.
-        return [MAX_ROWS_PER_READ] * len(windows)
+    if counts is None:
+        # Unknown: the first window's size, or one window a read if it failed.
+        return [largest if first[0].error is None else MAX_ROWS_PER_READ] * rest
     per_origin_row = max(1.0, largest / counts[0]) if counts[0] else 1.0
     return [math.ceil(n * per_origin_row) for n in counts[1:]]
 
@@ -357,17 +369,22 @@ def run(
             # instead of 577.) Submitting first also forks the workers before this
             # process has read anything.
             ahead = [pool.submit(_reconcile_in_worker, cfg, [w]) for w in windows[1:jobs]]
-            first = reconcile_windows(cfg, windows[:1], phases)
-            tasks = _worker_tasks(windows[jobs:], window_rows(cfg, first, windows[jobs:]), jobs)
+            with ThreadPoolExecutor(1) as counter:
+                counted = counter.submit(count_origin, cfg, [windows[0], *windows[jobs:]])
+                first = reconcile_windows(cfg, windows[:1], phases)
+                rows = window_rows(cfg, first, counted.result(), len(windows) - jobs)
+            tasks = _worker_tasks(windows[jobs:], rows, jobs)
             rest = pool.map(_reconcile_in_worker, [cfg] * len(tasks), *zip(*tasks, strict=True))
             finish(first)  # the gate's first use (importing GX) overlaps the workers' reads
             for part, worker_phases in chain((f.result() for f in ahead), rest):
                 phases.merge(worker_phases)
                 finish(part)
     else:
-        first_read = read_windows(cfg, windows[:1], phases)
-        first = compute_windows(cfg, windows[:1], first_read, phases)
-        rows = window_rows(cfg, first, windows[1:])
+        with ThreadPoolExecutor(1) as counter:  # counted while the first window is read
+            counted = counter.submit(count_origin, cfg, windows)
+            first_read = read_windows(cfg, windows[:1], phases)
+            first = compute_windows(cfg, windows[:1], first_read, phases)
+            rows = window_rows(cfg, first, counted.result(), len(windows) - 1)
         spans = [windows[:1], *chunk(windows[1:], rows, jobs)]
         # One process: the next chunk is read while this one is computed, gated and
         # stored (reads wait on servers and librdkafka; DuckDB releases the GIL). A
