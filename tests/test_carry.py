@@ -115,3 +115,30 @@ def test_carried_rows_equal_a_whole_read(pg_url: str, bootstrap: str, unique: st
         future.result(30)
     assert _reads(cfg, first)["kafka"].gaps  # the first read starts at the low watermark
     same_as_own_read(["webhook"])
+
+
+def test_ranges_younger_than_the_settle_time_are_read_again(pg_url: str, unique: str) -> None:
+    """Rows may still arrive in a range younger than the settle time, which neither the kept
+    rows nor the next read (starting where the first ended) would hold: nothing is carried.
+    The test day is days old; a ten-year settle time makes it young."""
+    table = f"{unique}_receipts"
+    with psycopg.connect(pg_url.replace("+psycopg", "")) as conn:
+        conn.execute(f"CREATE TABLE {table} (event_id text, received_at timestamptz)")
+        conn.execute(f"INSERT INTO {table} VALUES ('r', %s)", (at("10:45:00"),))
+    stage = {"source": "sql", "url": pg_url, "table": table, "time": "received_at"}
+    cfg = PipelineConfig.model_validate(
+        {
+            "pipeline": unique,
+            "window": {"size": "1h", "grace": "30m", "skew": "1m"},
+            "stages": [{"name": "webhook", **stage}, {"name": "copy", **stage}],
+        }
+    )
+    first = Window(at("10:00:00"), at("11:00:00"))
+    second = Window(first.end, first.end + timedelta(hours=1))
+    ranges = Ranges(grace=cfg.window.grace, skew=cfg.window.skew)
+    stages = [StageInput(s.name, read_ledger(s, ranges.origin(first))) for s in cfg.stages]
+    assert sorted(carry_over(cfg, ranges, first, stages, second)) == ["copy", "webhook"]
+    young = cfg.model_copy(
+        update={"window": cfg.window.model_copy(update={"settle": timedelta(days=3650)})}
+    )
+    assert carry_over(young, ranges, first, stages, second) == {}

@@ -10,14 +10,15 @@ Readers whose ranges are exact (a row is in [a, b) and [b, c) exactly when it
 is in [a, c)) take part: SQL, Kafka and parquet. File logs are read whole, so
 their rows without a time would count twice; they are always read in full, and
 so is a Kafka ledger with a retention gap (whether a read reports one depends on
-the offset it starts at). Without a gap in the previous read, neither the rest
+the offset it starts at), and a range younger than the settle time (rows may
+still arrive in it). Without a gap in the previous read, neither the rest
 nor a whole read can start at the low watermark, so neither reports one.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -58,12 +59,16 @@ def carry_over(
         sinks = [d for d in cfg.dead_letters if d.stage == stage.name]
         ledgers |= {d.name: read for d, read in zip(sinks, stage.dead_letters, strict=True)}
     wanted = {source.name: want for source, want in source_ranges(cfg, ranges, after)}
+    # Rows may still arrive for a range younger than the settle time (a Kafka range that
+    # ended at the high watermark, a late commit): kept rows would miss them, and the
+    # next read, starting where this one ended, too. Such ranges are read again.
+    settled = datetime.now(UTC) - cfg.window.settle
     kept = {}
     for source, covered in source_ranges(cfg, ranges, span):
         want = wanted[source.name]
         ledger = ledgers[source.name]
         # A retention gap depends on where a read starts: such a ledger is read again.
-        exact = source.source in _EXACT_RANGES and not ledger.gaps
+        exact = source.source in _EXACT_RANGES and not ledger.gaps and covered.end <= settled
         if exact and covered.start <= want.start < covered.end < want.end:
             kept[source.name] = Kept(Window(want.start, covered.end), _since(ledger, want.start))
     return kept
