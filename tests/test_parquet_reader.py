@@ -121,3 +121,22 @@ def test_layouts_without_time_keys_are_read_whole_never_as_empty(tmp_path: Path)
     assert parquet.read(_cfg(dated), W).table.column("event_id").to_pylist() == ["a"]
     # Partitions that straddle the window are counted by their time column: exact.
     assert [parquet.count(_cfg(r), W) for r in (flat, region, dated)] == [1, 2, 1]
+
+
+def test_keys_that_are_not_the_time_columns_calendar_do_not_prune(tmp_path: Path) -> None:
+    """One row at 10:05 (in W) under each layout: a date under an unknown key (the event's
+    date, a week), keys that contradict each other, an end of time (9999-12-31: its day's
+    end is past the calendar) and a non-ASCII digit. None of them may drop the row or fail
+    the read."""
+    for layout in (
+        "event_date=2026-11-19",
+        "week_start=2026-11-16",
+        "dt=2026-11-20/date=2026-11-19",
+        "year=2026/dt=2025-12-31",
+        "dt=9999-12-31",
+        "year=\u00b2",
+    ):
+        root = tmp_path / str(abs(hash(layout)))
+        _write(root / layout / "part-0.parquet", ["a"], ["10:05:00"])
+        assert parquet.read(_cfg(root), W).table.column("event_id").to_pylist() == ["a"], layout
+        assert parquet.count(_cfg(root), W) == 1, layout

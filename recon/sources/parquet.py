@@ -64,14 +64,20 @@ class DataFile:
     span: Window | None  # None: no key of its path bounds the time (every row is read)
 
 
+# Keys whose value is a day of the time column (YYYY-MM-DD). A date under any other key
+# (event_date=, week_start=) may be of another clock or a longer period: not pruned by.
+DAY_KEYS = frozenset({"dt", "date", "ds"})
+
+
 def data_files(fs: pafs.FileSystem, root: str, window: Window) -> list[DataFile]:
     """The data files whose partitions can hold rows of `window` (pruning by path).
 
-    Partition keys that bound the time: any key whose value is a date
-    (`dt=2026-11-20`, `date=...`), `year=`/`month=`/`day=` nested in that order,
-    and `hour=` inside a day. Other keys, and directories that are not `key=value`,
-    are walked without pruning: a layout recon does not know is read whole (and
-    filtered on the time column), never read as empty.
+    Partition keys that bound the time: `dt=`, `date=` or `ds=` with a
+    YYYY-MM-DD value, `year=`/`month=`/`day=` nested in that order, and `hour=`
+    inside a day. Other keys, directories that are not `key=value`, and keys that
+    contradict the ones above them are walked without pruning: a layout recon
+    does not know is read whole (and filtered on the time column), never read as
+    empty.
     """
     info = fs.get_file_info(root)
     if info.type != pafs.FileType.Directory:
@@ -99,55 +105,51 @@ def _walk(
             continue
         key, eq, value = entry.base_name.partition("=")
         inner_keys, inner = dict(keys), span
-        if eq:
-            bound = _bound(key, unquote(value), inner_keys)
-            if bound is not None:
-                inner = (
-                    bound
-                    if span is None
-                    else Window(max(span.start, bound.start), min(span.end, bound.end))
-                )
+        bound = _bound(key, unquote(value), inner_keys) if eq else None
+        if bound is not None:
+            lo, hi = bound
+            if span is not None:
+                lo, hi = max(span.start, lo), min(span.end, hi)
+            if lo < hi:
+                inner = Window(lo, hi)
                 if inner.start >= window.end or inner.end <= window.start:
                     continue  # its rows cannot be in the window
+            else:  # keys that contradict each other bound nothing
+                inner_keys = dict(keys)
         _walk(fs, entry.path, inner_keys, inner, window, found)
 
 
-def _bound(key: str, value: str, keys: dict[str, int]) -> Window | None:
-    """The UTC time range a partition directory's key=value confines its rows to, if any.
+def _bound(key: str, value: str, keys: dict[str, int]) -> tuple[datetime, datetime] | None:
+    """The UTC time range [start, end) a partition's key=value confines its rows to, if any.
 
-    `keys` holds the calendar keys seen above it and gains this one's.
+    `keys` holds the calendar keys seen above it and gains this one's. A value
+    that is no calendar (month=13, dt=9999-12-31's end) bounds nothing.
     """
     try:
-        day = datetime.strptime(value, "%Y-%m-%d").replace(tzinfo=UTC)
-    except ValueError:
-        day = None
-    if day is not None:
-        keys.update(year=day.year, month=day.month, day=day.day)
-        return Window(day, day + timedelta(days=1))
-    if not value.isdigit():
-        return None
-    number = int(value)
-    try:
+        if key in DAY_KEYS:
+            day = datetime.strptime(value, "%Y-%m-%d").replace(tzinfo=UTC)
+            keys.update(year=day.year, month=day.month, day=day.day)
+            return day, day + timedelta(days=1)
+        if not (value.isascii() and value.isdigit()):
+            return None
+        number = int(value)
         if key == "year" and not keys:
-            keys["year"] = number
-            return Window(
-                datetime(number, 1, 1, tzinfo=UTC), datetime(number + 1, 1, 1, tzinfo=UTC)
-            )
-        if key == "month" and keys.keys() == {"year"}:
-            keys["month"] = number
+            start, end = datetime(number, 1, 1, tzinfo=UTC), datetime(number + 1, 1, 1, tzinfo=UTC)
+        elif key == "month" and keys.keys() == {"year"}:
             start = datetime(keys["year"], number, 1, tzinfo=UTC)
-            return Window(start, (start + timedelta(days=32)).replace(day=1))
-        if key == "day" and keys.keys() == {"year", "month"}:
-            keys["day"] = number
+            end = (start + timedelta(days=32)).replace(day=1)
+        elif key == "day" and keys.keys() == {"year", "month"}:
             start = datetime(keys["year"], keys["month"], number, tzinfo=UTC)
-            return Window(start, start + timedelta(days=1))
-        if key == "hour" and keys.keys() == {"year", "month", "day"} and number < 24:
-            keys["hour"] = number
+            end = start + timedelta(days=1)
+        elif key == "hour" and keys.keys() == {"year", "month", "day"} and number < 24:
             start = datetime(keys["year"], keys["month"], keys["day"], number, tzinfo=UTC)
-            return Window(start, start + timedelta(hours=1))
-    except ValueError:  # month=13, day=31 in a 30-day month: no bound from it
+            end = start + timedelta(hours=1)
+        else:
+            return None
+    except (ValueError, OverflowError):
         return None
-    return None
+    keys[key] = number
+    return start, end
 
 
 def read(cfg: Config, window: Window) -> LedgerRead:
@@ -215,22 +217,23 @@ def _read_file(
 def count(cfg: Config, window: Window) -> int:
     """Rows with a time in `window`, without reading data where the partitions allow.
 
-    A file whose partition lies inside the window counts by its footer; any other
-    (a partition that straddles the window's bounds, a layout without time keys)
-    by reading its time column alone, filtered.
+    A file whose partition lies inside the window counts by its footer (its rows
+    are taken to be in it, as its partition says); any other (a partition that
+    straddles the window's bounds, a layout without time keys) by reading its
+    time column alone, filtered.
     """
     fs, root = _filesystem(cfg)
     try:
         files = data_files(fs, root, window)
-        inside = [
+        inside = {
             f.path
             for f in files
             if f.span is not None and window.start <= f.span.start and f.span.end <= window.end
-        ]
-        rows = sum(pq.read_metadata(path, filesystem=fs).num_rows for path in inside)
+        }
+        rows = sum(pq.read_metadata(path, filesystem=fs).num_rows for path in sorted(inside))
     except (pa.ArrowException, OSError) as exc:
         raise SourceError(f"{describe(cfg)}: {exc}") from exc
-    straddling = [f.path for f in files if f.path not in set(inside)]
+    straddling = [f.path for f in files if f.path not in inside]
     return rows + sum(
         _time_table(cfg, fs, path, window, [cfg.time]).num_rows for path in straddling
     )
