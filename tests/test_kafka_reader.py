@@ -177,9 +177,9 @@ def test_an_emptied_partition_leaves_no_gap_under_time_retention(
     """Partition 0 holds e0..e2 (10:00-10:02); partition 1 held x0..x2 and was emptied
     (low = high = 3, as retention leaves an idle partition; delete_records stands in for it).
     With infinite retention nothing bounds the deleted records' age: a gap over the whole
-    window. With a 30-day retention.ms and no retention.bytes, retention cannot have deleted
-    anything newer than 30 days before now (W is 9 days old): no gap, so the stage's losses
-    stay losses instead of all turning unverifiable."""
+    window. With a ten-year retention.ms and no retention.bytes, retention cannot have
+    deleted anything newer than ten years before now (W is days old): no gap, so the
+    stage's losses stay losses instead of all turning unverifiable."""
     create_topic(bootstrap, unique, 2)
     _produce(
         bootstrap,
@@ -193,18 +193,18 @@ def test_an_emptied_partition_leaves_no_gap_under_time_retention(
     read = kafka.read(_cfg(bootstrap, unique), W)
     assert read.table.column("event_id").to_pylist() == ["e0", "e1", "e2"]
     assert [(g.partition, g.low_watermark, g.until) for g in read.gaps] == [(1, 3, W.end)]
-    thirty_days = ConfigResource(
+    ten_years = ConfigResource(
         ResourceType.TOPIC,
         unique,
         incremental_configs=[
             ConfigEntry(
                 "retention.ms",
-                str(30 * 86_400_000),
+                str(3650 * 86_400_000),
                 incremental_operation=AlterConfigOpType.SET,
             )
         ],
     )
-    for future in admin.incremental_alter_configs([thirty_days]).values():
+    for future in admin.incremental_alter_configs([ten_years]).values():
         future.result(30)
     assert kafka.read(_cfg(bootstrap, unique), W).gaps == []
 

@@ -78,7 +78,8 @@ def window_of(
 ) -> Window:
     """The window to search.
 
-    The one holding `around` (windows of the configured size from midnight UTC);
+    The one holding `around` (windows of the configured size counted from the Unix
+    epoch: from midnight UTC when the size divides a day);
     without it, the window of the stored result that lists the event as missing,
     as that run cut it (a run's windows start at its --start).
     """

@@ -20,7 +20,7 @@ from recon.engine.heap import bound_heap, release_freed_memory
 from recon.engine.metrics import DUCKDB_MEMORY_BIG_WINDOW, Ranges, StageInput, compute_many
 from recon.engine.phases import Phases
 from recon.engine.rules import is_settled, run_exit_code, window_status
-from recon.errors import SourceError
+from recon.errors import ReconError, SourceError
 from recon.model import LedgerRead, Window, WindowResult
 from recon.sources import count_ledger_windows, read_ledger
 from recon.sources.base import SourceConfig
@@ -272,7 +272,7 @@ def count_origin(cfg: PipelineConfig, windows: list[Window]) -> list[int] | None
         return None
     try:
         return count_ledger_windows(cfg.origin, windows)
-    except SourceError:
+    except ReconError:
         return None
 
 

@@ -453,6 +453,7 @@ def _retention_gaps(
 
 # Allowance for the broker's clock and retention's check interval (log.retention.check.interval.ms).
 _RETENTION_SLACK = timedelta(minutes=15)
+_CENTURY_MS = 100 * 365 * 86_400_000
 
 
 def deletion_horizon(cfg: Config) -> tuple[datetime | None, list[str]]:
@@ -462,7 +463,8 @@ def deletion_horizon(cfg: Config) -> tuple[datetime | None, list[str]]:
     deletes a segment only once its newest record is older than retention.ms.
     Size-based retention, compaction or infinite retention give no bound (the
     deleted records may be of any age). So do records removed with the admin
-    API's delete-records: those are not recognised, and are reported as lost.
+    API's delete-records, or under a shorter retention.ms set before: those are
+    not recognised, and their events are reported as lost, not unverifiable.
     """
     admin = AdminClient(client_conf(cfg))
     resource = ConfigResource(ResourceType.TOPIC, cfg.topic)
@@ -478,8 +480,8 @@ def deletion_horizon(cfg: Config) -> tuple[datetime | None, list[str]]:
     policy = {p.strip() for p in entries["cleanup.policy"].value.split(",")}
     retention_ms = int(entries["retention.ms"].value)
     retention_bytes = int(entries["retention.bytes"].value)
-    if policy != {"delete"} or retention_ms < 0 or retention_bytes >= 0:
-        return None, []
+    if policy != {"delete"} or not 0 <= retention_ms < _CENTURY_MS or retention_bytes >= 0:
+        return None, []  # (Long.MAX_VALUE is a common "forever")
     return datetime.now(UTC) - timedelta(milliseconds=retention_ms) + _RETENTION_SLACK, []
 
 
@@ -516,7 +518,10 @@ def count_many(cfg: Config, windows: list[Window]) -> list[int]:
     An upper bound of the messages: transaction markers and compacted records
     take offsets too.
     """
-    consumer = _consumer(cfg)
+    try:
+        consumer = _consumer(cfg)  # a bad `client:` setting raises here
+    except KafkaException as exc:
+        raise SourceError(f"{describe(cfg)}: {exc.args[0]}") from exc
     try:
         return [
             sum(r.end - r.start for r in ranges)
