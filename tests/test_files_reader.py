@@ -76,3 +76,25 @@ def test_csv_rows_with_wrong_field_counts_are_counted_by_line(tmp_path: Path) ->
     other = files.Config(name="gw", source="files", path=str(tmp_path / "other.csv"))
     with pytest.raises(SourceError, match=r"other\.csv.*received_at"):
         files.read(other, W)
+
+
+def test_bad_rows_are_named_by_physical_line_past_blank_lines(tmp_path: Path) -> None:
+    """Arrow skips blank lines. CSV: header, a, blank, a row with an extra field (line 4), a
+    CRLF blank line, a row without an id (line 6). JSON-lines: a, blank, blank, a line
+    without an id (line 4). Each bad row is named by the line an editor shows."""
+    csv_log = tmp_path / "gw.csv"
+    csv_log.write_bytes(
+        b"event_id,received_at\na,2026-11-20T10:00:00Z\n\n"
+        b"b,2026-11-20T10:00:01Z,extra\n\r\n,2026-11-20T10:00:02Z\n"
+    )
+    read = files.read(files.Config(name="gw", source="files", path=str(csv_log)), W)
+    assert read.table.column("event_id").to_pylist() == ["a"]
+    assert sorted(b.where for b in read.bad_records) == [f"{csv_log}:4", f"{csv_log}:6"]
+    jsonl_log = tmp_path / "gw.jsonl"
+    jsonl_log.write_text(
+        '{"event_id": "a", "received_at": "2026-11-20T10:00:00Z"}\n\n\n'
+        '{"received_at": "2026-11-20T10:05:00Z"}\n'
+    )
+    read = files.read(files.Config(name="gw", source="files", path=str(jsonl_log)), W)
+    assert read.table.column("event_id").to_pylist() == ["a"]
+    assert [b.where for b in read.bad_records] == [f"{jsonl_log}:4"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+from dataclasses import replace
 from typing import Literal
 
 import numpy as np
@@ -52,10 +53,11 @@ def read(cfg: Config, window: Window) -> LedgerRead:
         raise SourceError(f"{describe(cfg)}: no file matches")
     tables, bad = [], []
     for path in paths:
-        raw, file_bad = _read_strings(cfg, path)
+        raw, file_bad, physical = _read_strings(cfg, path)
         table, more_bad = _typed(cfg, path, raw)
         tables.append(table)
-        bad += file_bad + more_bad
+        found = file_bad + more_bad
+        bad += found if physical or not found else _at_physical_lines(path, found)
     table = pa.concat_tables(tables)
     in_window = pc.and_(
         pc.greater_equal(table["stage_time"], pa.scalar(window.start, table["stage_time"].type)),
@@ -64,10 +66,14 @@ def read(cfg: Config, window: Window) -> LedgerRead:
     return LedgerRead(describe(cfg), table.filter(in_window), bad)
 
 
-def _read_strings(cfg: Config, path: str) -> tuple[pa.Table, list[BadRecord]]:
-    """ID and time as strings, with their 1-based line numbers."""
+def _read_strings(cfg: Config, path: str) -> tuple[pa.Table, list[BadRecord], bool]:
+    """ID and time as strings, with their 1-based numbers; whether those are physical lines.
+
+    Arrow's readers skip blank lines: their rows are numbered without them
+    (`_at_physical_lines` turns the numbers of bad rows into lines).
+    """
     if _format(cfg, path) == "csv":
-        return _csv_strings(cfg, path)
+        return *_csv_strings(cfg, path), False
     schema = pa.schema([(cfg.id, pa.string()), (cfg.time, pa.string())])
     try:
         table = pajson.read_json(
@@ -79,17 +85,17 @@ def _read_strings(cfg: Config, path: str) -> tuple[pa.Table, list[BadRecord]]:
     except OSError as exc:
         raise SourceError(f"{path}: {exc}") from exc
     except pa.ArrowInvalid:
-        return _jsonl_line_by_line(cfg, path)
+        return *_jsonl_line_by_line(cfg, path), True
     lines = pa.array(range(1, 1 + table.num_rows), pa.int64())
-    return table.append_column("line", lines), []
+    return table.append_column("line", lines), [], False
 
 
 def _csv_strings(cfg: Config, path: str) -> tuple[pa.Table, list[BadRecord]]:
     """A CSV file's ID and time columns; a row with the wrong number of fields is a BadRecord.
 
-    Lines are the CSV's rows, the header being line 1 (physical lines, unless a
-    quoted field spans several). Arrow numbers the rows it rejects only when it
-    reads on one thread, so a file with rejected rows is read again that way.
+    Rows are numbered from the header's 1, blank lines not counted. Arrow numbers
+    the rows it rejects only when it reads on one thread, so a file with rejected
+    rows is read again that way.
     """
     for threads in (True, False):
         rejected: list[tuple[int | None, str]] = []
@@ -122,6 +128,29 @@ def _csv_strings(cfg: Config, path: str) -> tuple[pa.Table, list[BadRecord]]:
     rows = np.arange(2, 2 + table.num_rows + len(rejected), dtype=np.int64)
     lines = pa.array(np.setdiff1d(rows, skipped, assume_unique=True), pa.int64())
     return table.append_column("line", lines), bad
+
+
+def _at_physical_lines(path: str, bad: list[BadRecord]) -> list[BadRecord]:
+    """Bad records named `path:row` (blank lines not counted), renamed `path:line`.
+
+    Exact unless a quoted CSV field spans lines. Only files with bad rows pay
+    for this second pass.
+    """
+    with pa.input_stream(path, compression="detect") as stream:
+        data = np.frombuffer(stream.read(), np.uint8)
+    ends = np.flatnonzero(data == ord("\n"))
+    starts = np.concatenate([[0], ends + 1])
+    stops = np.concatenate([ends, [len(data)]])
+    length = stops - starts
+    carriage = (length > 0) & (data[np.maximum(stops - 1, 0)] == ord("\r")) if len(data) else 0
+    filled = np.flatnonzero(length - carriage > 0)  # 0-based index of each non-blank line
+
+    def renamed(record: BadRecord) -> BadRecord:
+        head, _, row = record.where.rpartition(":")
+        at = int(row) - 1
+        return replace(record, where=f"{head}:{filled[at] + 1}") if at < len(filled) else record
+
+    return [renamed(b) for b in bad]
 
 
 def _jsonl_line_by_line(cfg: Config, path: str) -> tuple[pa.Table, list[BadRecord]]:
