@@ -1,7 +1,9 @@
 """The intraday early warning: per-hop count ratios from cheap counts, no IDs read.
 
 Counts come from Kafka offset ranges (`offsets_for_times`), parquet footers
-and SQL `count(*)`, so a day of traffic is checked in about a second. Counts
+(the time column alone, filtered, for a partition that straddles the window or
+a layout without time keys) and SQL `count(*)`, so a day of hourly partitions
+is checked in about a second. Counts
 can mislead where the ID-level run cannot: duplicates (webhook and producer
 retries) inflate a stage, Kafka transaction markers take offsets without being
 messages, events near a window's end land downstream in the next window, and
