@@ -252,3 +252,29 @@ def test_empty_range_and_missing_topic(bootstrap: str, unique: str) -> None:
 def test_unreachable_broker_is_an_error_not_an_empty_ledger() -> None:
     with pytest.raises(SourceError, match=r"127\.0\.0\.1:1"):
         kafka.read(_cfg("127.0.0.1:1", "events", timeout_s=3), W)
+
+
+def test_look_ups_outlast_a_moving_leader_but_not_other_errors() -> None:
+    """offsets_for_times answers NOT_LEADER_FOR_PARTITION while a leader moves (and for a
+    fresh topic, not retriable by confluent-kafka's flag): the look-up is made again. An
+    unknown partition is an answer, raised at once."""
+    from confluent_kafka import KafkaError, KafkaException
+
+    cfg = _cfg("127.0.0.1:9092", "t", timeout_s=5)
+    answers = [KafkaError(KafkaError.NOT_LEADER_FOR_PARTITION)] * 2 + ["offsets"]
+
+    def look_up() -> str:
+        answer = answers.pop(0)
+        if isinstance(answer, KafkaError):
+            raise KafkaException(answer)
+        return answer
+
+    assert kafka._retrying(cfg, look_up) == "offsets" and not answers
+
+    def unknown() -> str:
+        raise KafkaException(KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART))
+
+    started = time.monotonic()
+    with pytest.raises(KafkaException):
+        kafka._retrying(cfg, unknown)
+    assert time.monotonic() - started < 1

@@ -38,6 +38,14 @@ from recon.timeutil import epoch_us
 
 KIND = "kafka"
 T = TypeVar("T")
+_LEADER_MOVING = frozenset(
+    {
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.FENCED_LEADER_EPOCH,
+        KafkaError.UNKNOWN_LEADER_EPOCH,
+    }
+)
 _second = operator.itemgetter(1)
 _BATCH = 50_000
 
@@ -142,7 +150,11 @@ def _retrying(cfg: Config, call: Callable[[], T]) -> T:
             return call()
         except KafkaException as exc:
             error = exc.args[0]
-            if not (isinstance(error, KafkaError) and error.retriable()):
+            # confluent-kafka does not flag every such error retriable (offsets_for_times).
+            if not (
+                isinstance(error, KafkaError)
+                and (error.retriable() or error.code() in _LEADER_MOVING)
+            ):
                 raise
             if time.monotonic() + pause > deadline:
                 raise
