@@ -502,9 +502,9 @@ def deletion_horizon(cfg: Config) -> tuple[datetime | None, list[str]]:
     With cleanup.policy=delete, a retention.ms and no retention.bytes, Kafka
     deletes a segment only once its newest record is older than retention.ms.
     Size-based retention, compaction or infinite retention give no bound (the
-    deleted records may be of any age). So do records removed with the admin
-    API's delete-records, or under a shorter retention.ms set before: those are
-    not recognised, and their events are reported as lost, not unverifiable.
+    deleted records may be of any age). Records removed with the admin API's
+    delete-records, or under a shorter retention.ms set before, break the bound
+    unseen: their events are reported as lost, not unverifiable.
     """
     admin = AdminClient(client_conf(cfg))
     resource = ConfigResource(ResourceType.TOPIC, cfg.topic)
