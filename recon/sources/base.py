@@ -10,7 +10,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field
 
-from recon.model import LEDGER_SCHEMA
+from recon.model import LEDGER_SCHEMA, BadRecord
+from recon.timeutil import iso
 
 
 class Strict(BaseModel):
@@ -114,6 +115,29 @@ def usable_ids(ids: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
 _TEXT = re.compile(r"^(large_)?(string|utf8|binary)(_view)?$")
 
 
-def unusable_reasons(column: str, ids: pa.Array | pa.ChunkedArray, null: str = "null") -> list[str]:
-    """Why each of these unusable IDs cannot be used (few rows: a Python list)."""
-    return [f"{column} is {null}" if v is None else f"{column} is empty" for v in ids.to_pylist()]
+def unusable_rows(
+    ids: pa.Array | pa.ChunkedArray,
+    times: pa.Array | pa.ChunkedArray,
+    where: str,
+    column: str,
+    null: str = "null",
+) -> tuple[pa.Array | pa.ChunkedArray | None, list[BadRecord]]:
+    """Which rows have a usable ID (a mask, None when all do), and a BadRecord for each other.
+
+    Each is named by `where` and its time, with why (`column` is null, or empty).
+    """
+    valid = usable_ids(ids)
+    if pc.all(valid).as_py() is not False:  # every ID usable (or no rows)
+        return None, []
+    rejected = pc.invert(valid)
+    bad = [
+        BadRecord(
+            f"{where} row at {iso(t)}",
+            f"{column} is {null}" if v is None else f"{column} is empty",
+            time=t,
+        )
+        for t, v in zip(
+            times.filter(rejected).to_pylist(), ids.filter(rejected).to_pylist(), strict=True
+        )
+    ]
+    return valid, bad

@@ -15,7 +15,6 @@ from typing import Literal
 from urllib.parse import unquote
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
@@ -25,10 +24,8 @@ from recon.sources.base import (
     SourceConfig,
     ledger_table,
     to_utc_timestamp,
-    unusable_reasons,
-    usable_ids,
+    unusable_rows,
 )
-from recon.timeutil import iso
 
 KIND = "parquet"
 
@@ -199,19 +196,11 @@ def _read_file(
 ) -> tuple[pa.Table, list[BadRecord]]:
     table = _time_table(cfg, fs, path, window, [cfg.id, cfg.time])
     times = to_utc_timestamp(table[cfg.time])
-    valid = usable_ids(table[cfg.id])
-    if pc.all(valid).as_py() is not False:  # every ID usable (or no rows)
-        return ledger_table(table[cfg.id], times, path), []
-    rejected = pc.invert(valid)
-    bad = [
-        BadRecord(f"{path} row at {iso(t)}", reason, time=t)
-        for t, reason in zip(
-            times.filter(rejected).to_pylist(),
-            unusable_reasons(cfg.id, table[cfg.id].filter(rejected)),
-            strict=True,
-        )
-    ]
-    return ledger_table(table[cfg.id].filter(valid), times.filter(valid), path), bad
+    ids = table[cfg.id]
+    valid, bad = unusable_rows(ids, times, path, cfg.id)
+    if valid is not None:
+        ids, times = ids.filter(valid), times.filter(valid)
+    return ledger_table(ids, times, path), bad
 
 
 def count(cfg: Config, window: Window) -> int:

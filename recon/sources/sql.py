@@ -13,20 +13,17 @@ from typing import TYPE_CHECKING, Literal
 
 import psycopg
 import pyarrow as pa
-import pyarrow.compute as pc
 from psycopg import sql
 from pydantic import model_validator
 
 from recon.errors import ConfigError, SourceError
-from recon.model import BadRecord, LedgerRead, Window
+from recon.model import LedgerRead, Window
 from recon.sources.base import (
     SourceConfig,
     ledger_table,
     to_utc_timestamp,
-    unusable_reasons,
-    usable_ids,
+    unusable_rows,
 )
-from recon.timeutil import iso
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL
@@ -164,17 +161,8 @@ def _literal(instant: datetime, time_type: pa.DataType) -> str:
 def _ledger(cfg: Config, table: pa.Table) -> LedgerRead:
     where = cfg.table or "query"
     stage_time = to_utc_timestamp(table["stage_time"])
-    valid = usable_ids(table["event_id"])
-    rejected = pc.invert(valid)
-    bad = [
-        BadRecord(f"{where} row at {iso(t)}", reason, time=t)
-        for t, reason in zip(
-            stage_time.filter(rejected).to_pylist(),
-            unusable_reasons(cfg.id, table["event_id"].filter(rejected), null="NULL"),
-            strict=True,
-        )
-    ]
-    if bad:
+    valid, bad = unusable_rows(table["event_id"], stage_time, where, cfg.id, null="NULL")
+    if valid is not None:
         table, stage_time = table.filter(valid), stage_time.filter(valid)
     return LedgerRead(describe(cfg), ledger_table(table["event_id"], stage_time, where), bad)
 
