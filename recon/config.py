@@ -9,15 +9,13 @@ from pathlib import Path
 from typing import Annotated, Any, Union
 
 import yaml
-from pydantic import BeforeValidator, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from recon.alerts.notifiers import Route
 from recon.errors import ConfigError
 from recon.sources import REGISTRY
-from recon.sources.base import SourceConfig, Strict, Thresholds
-from recon.timeutil import parse_duration
+from recon.sources.base import Duration, SourceConfig, Strict, Thresholds
 
-Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 # A stage or dead-letter sink: one of the registered source kinds, chosen by `source`.
 SourceSpec = Annotated[
     Union[tuple(m.Config for m in REGISTRY.values())],  # type: ignore[valid-type]  # noqa: UP007

@@ -107,14 +107,54 @@ def test_carried_rows_equal_a_whole_read(pg_url: str, bootstrap: str, unique: st
     # Receipts of [10:30, 12:01): 10:30 (NULL ID: unusable), then 10:50 .. 11:50.
     assert [r[0] for r in _rows(own["webhook"])] == ["r5", "r6", "r7", "r8"]
     assert _bad(own["webhook"])[0][1:] == ("event_id is NULL", 1, at("10:30:00"))
-    # The topic over [10:59, 12:30): 11:00 .. 12:20 with keys (9), the keyless 11:05
-    # (carried over from the first read).
-    assert len(_rows(own["kafka"])) == 9 and len(_bad(own["kafka"])) == 1
+    # The topic over [10:59, 12:30), read on to the first record stamped 12:35 or later:
+    # 11:00 .. 12:30 with keys (10), the keyless 11:05 (carried over from the first read).
+    assert len(_rows(own["kafka"])) == 10 and len(_bad(own["kafka"])) == 1
     admin = AdminClient({"bootstrap.servers": bootstrap})
     for future in admin.delete_records([TopicPartition(unique, 0, 2)]).values():
         future.result(30)
     assert _reads(cfg, first)["kafka"].gaps  # the first read starts at the low watermark
     same_as_own_read(["webhook"])
+
+
+def test_records_out_of_timestamp_order_are_carried_once(
+    pg_url: str, bootstrap: str, unique: str
+) -> None:
+    """Kafka, one partition, in offset order: k1 10:50, k2 11:20, k3 11:36, k4 11:10 (26 min
+    behind k3), k5 11:33, k6 12:00, k7 12:40, k8 12:20 (20 min behind k7). Windows [10:00,
+    11:00) then [11:00, 12:00), grace 30 m, skew 1 m, records allowed 5 min out of order.
+
+    The first read, of [09:59, 11:30), goes on to k3 (the first record stamped 11:35 or
+    later) and keeps k2 (stamped in [10:59, 11:30)). The rest starts at k3, where it
+    stopped: k3, k4 (stamped in the kept range but stored after its read), k5, k6. That is
+    exactly the second window's own read (k2 .. k6), k4 once. k8 is past both reads' end:
+    neither has it."""
+    table = f"{unique}_receipts"
+    with psycopg.connect(pg_url.replace("+psycopg", "")) as conn:
+        conn.execute(f"CREATE TABLE {table} (event_id text, received_at timestamptz)")
+    create_topic(bootstrap, unique, 1)
+    stamps = {"k1": "10:50", "k2": "11:20", "k3": "11:36", "k4": "11:10", "k5": "11:33"}
+    stamps |= {"k6": "12:00", "k7": "12:40", "k8": "12:20"}
+    _produce(bootstrap, unique, [{"key": k.encode(), "t": f"{t}:00"} for k, t in stamps.items()])
+    cfg = PipelineConfig.model_validate(
+        {
+            "pipeline": unique,
+            "window": {"size": "1h", "grace": "30m", "skew": "1m"},
+            "stages": [
+                {"name": "webhook", "source": "sql", "url": pg_url, "table": table},
+                {"name": "kafka", "source": "kafka", "bootstrap": bootstrap, "topic": unique},
+            ],
+        }
+    )
+    first = Window(at("10:00:00"), at("11:00:00"))
+    second = Window(first.end, first.end + timedelta(hours=1))
+    carried, own = _read_after(cfg, first, second), _reads(cfg, second)
+    assert carried.pop("kept") == ["kafka", "webhook"]
+    ids = [r[0] for r in _rows(carried["kafka"])]
+    assert ids == ["k2", "k3", "k4", "k5", "k6"]
+    assert _rows(carried["kafka"]) == _rows(own["kafka"])
+    assert carried["kafka"].warnings == own["kafka"].warnings
+    assert own["kafka"].warnings[0].startswith(f"{unique}[0]: a record is stamped 1560s behind")
 
 
 def test_ranges_younger_than_the_settle_time_are_read_again(pg_url: str, unique: str) -> None:

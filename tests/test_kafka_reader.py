@@ -16,6 +16,7 @@ from confluent_kafka.admin import (
 )
 
 from recon.errors import SourceError
+from recon.model import LedgerRead
 from recon.simulate.plant import commit_offsets, create_topic
 from recon.sources import kafka
 from recon.timeutil import epoch_ms
@@ -63,7 +64,8 @@ def _cfg(bootstrap: str, topic: str, **kw: object) -> kafka.Config:
 def test_key_ids_exact_offsets_and_bad_keys(bootstrap: str, unique: str) -> None:
     """3 partitions, partition 2 empty. Partition 0: before start, exactly at start (in), no key
     (counted as p0@2), last ms of the window (in), exactly at end (out). Partition 1: in,
-    invalid UTF-8 key (counted as p1@1), after the end."""
+    invalid UTF-8 key (counted as p1@1), after the end. Read with no allowance for records
+    out of order, which would read on to 11:05 (`test_records_out_of_timestamp_order`)."""
     create_topic(bootstrap, unique, 3)
     _produce(
         bootstrap,
@@ -79,7 +81,7 @@ def test_key_ids_exact_offsets_and_bad_keys(bootstrap: str, unique: str) -> None
             {"key": b"b2", "t": "12:00:00", "p": 1},
         ],
     )
-    read = kafka.read(_cfg(bootstrap, unique), W)
+    read = kafka.read(_cfg(bootstrap, unique, out_of_order=0), W)
     rows = read.table.select(["event_id", "partition", "offset"]).to_pylist()
     assert sorted((r["event_id"], r["partition"], r["offset"]) for r in rows) == [
         ("a1", 0, 1),
@@ -156,6 +158,40 @@ def test_header_and_json_ids(bootstrap: str, unique: str) -> None:
     assert quoted.table.num_rows == 0
     assert {b.reason for b in quoted.bad_records} == {"no header:it's"}
     assert len(quoted.bad_records) == 4
+
+
+def test_records_out_of_timestamp_order(bootstrap: str, unique: str) -> None:
+    """One partition, in offset order: a (10:00:10), g (09:59:00, 70 s behind a), b (10:59:50),
+    c (11:00:05), d (10:59:58, 7 s behind c), e (11:20), f (10:30, 50 min behind e). The window
+    [10:00, 11:00) has a, b, d and f.
+
+    offsets_for_times alone would end the range at c and miss d and f. The read goes on to
+    the first record stamped 5 minutes past the end (the default), e: d is read and f is
+    not (nothing read shows it). Every record of the offsets read is returned, whatever its
+    stamp (g and c too). Allowed one minute, the read sees g 70 s out of order and says so
+    for the partition. Allowed an hour, all seven are read.
+    """
+    create_topic(bootstrap, unique, 1)
+    stamps = {"a": "10:00:10", "g": "09:59:00", "b": "10:59:50", "c": "11:00:05"}
+    stamps |= {"d": "10:59:58", "e": "11:20:00", "f": "10:30:00"}
+    _produce(bootstrap, unique, [{"key": k.encode(), "t": t} for k, t in stamps.items()])
+
+    def ids(read: LedgerRead) -> tuple[list[str], list[str]]:
+        """All the IDs read in offset order, and those stamped in the window."""
+        rows = read.table.sort_by("offset").to_pylist()
+        inside = sorted(r["event_id"] for r in rows if W.start <= r["stage_time"] < W.end)
+        return [r["event_id"] for r in rows], inside
+
+    read = kafka.read(_cfg(bootstrap, unique), W)
+    assert ids(read) == (["a", "g", "b", "c", "d"], ["a", "b", "d"])
+    assert read.warnings == []
+    hasty = kafka.read(_cfg(bootstrap, unique, out_of_order="1m"), W)
+    assert ids(hasty) == ids(read)
+    assert len(hasty.warnings) == 1
+    assert hasty.warnings[0].startswith(f"{unique}[0]: a record is stamped 70s behind")
+    patient = kafka.read(_cfg(bootstrap, unique, out_of_order="1h"), W)
+    assert ids(patient) == (list(stamps), ["a", "b", "d", "f"])
+    assert patient.warnings == []
 
 
 def test_retention_gap_is_reported(bootstrap: str, unique: str) -> None:

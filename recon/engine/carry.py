@@ -7,12 +7,15 @@ read 1.52 rows per row). The rows of that overlap are kept from the previous
 read, and only the part of the range after it is read from the source.
 
 Readers whose ranges are exact (a row is in [a, b) and [b, c) exactly when it
-is in [a, c)) take part: SQL, Kafka and parquet. File logs are read whole, so
-their rows without a time would count twice; they are always read in full, and
-so is a Kafka ledger with a retention gap (whether a read reports one depends on
-the offset it starts at), and a range younger than the settle time (rows may
-still arrive in it). Without a gap in the previous read, neither the rest
-nor a whole read can start at the low watermark, so neither reports one.
+is in [a, c)) take part: SQL, Kafka and parquet. A Kafka read goes on past its
+range's end (`read_past_end`, for records stored out of timestamp order): the
+rest is read from where it stopped, so the two reads are exact by offsets.
+File logs are read whole, so their rows without a time would count twice;
+they are always read in full, and so is a Kafka ledger with a retention gap
+(whether a read reports one depends on the offset it starts at), and a range
+younger than the settle time (rows may still arrive in it). Without a gap in
+the previous read, neither the rest nor a whole read can start at the low
+watermark, so neither reports one.
 """
 
 from __future__ import annotations
@@ -34,9 +37,14 @@ _TS = pa.timestamp("us", tz="UTC")
 
 @dataclass(frozen=True)
 class Kept:
-    """A source's rows of `covered` (a range's head the next read need not read again)."""
+    """A source's rows of `covered` (a range's head the next read need not read again).
+
+    The rest of the range is read from `rest_from` on: `covered`'s end, or past it
+    as far as the read that kept the rows went (`read_past_end`).
+    """
 
     covered: Window
+    rest_from: datetime
     ledger: LedgerRead
 
 
@@ -67,10 +75,12 @@ def carry_over(
     for source, covered in source_ranges(cfg, ranges, span):
         want = wanted[source.name]
         ledger = ledgers[source.name]
+        rest_from = covered.end + source.read_past_end()
         # A retention gap depends on where a read starts: such a ledger is read again.
-        exact = source.source in _EXACT_RANGES and not ledger.gaps and covered.end <= settled
-        if exact and covered.start <= want.start < covered.end < want.end:
-            kept[source.name] = Kept(Window(want.start, covered.end), _since(ledger, want.start))
+        exact = source.source in _EXACT_RANGES and not ledger.gaps and rest_from <= settled
+        if exact and covered.start <= want.start < covered.end and rest_from < want.end:
+            head = Window(want.start, covered.end)
+            kept[source.name] = Kept(head, rest_from, _since(ledger, want.start))
     return kept
 
 
@@ -85,7 +95,7 @@ def remainder(kept: Kept | None, want: Window) -> Window:
     """The part of `want` still to read from the source."""
     if kept is None or kept.covered.start != want.start:
         return want
-    return Window(kept.covered.end, want.end)
+    return Window(kept.rest_from, want.end)
 
 
 def joined(kept: Kept | None, want: Window, read: LedgerRead) -> LedgerRead:

@@ -210,7 +210,9 @@ def _rows(
     ldup = in_lake & (rng.random(n) < s.lake_duplicates)
     lake_ids = np.concatenate([ids[in_lake], ids[ldup]])
     lake_t = np.concatenate([lake_us[in_lake], lake_us[ldup] + US])
-    dead = fate == DEAD_LETTERED
+    # The loader writes dead letters as it fails, so the topic is in time order.
+    dead = np.flatnonzero(fate == DEAD_LETTERED)
+    dead = dead[np.argsort(kafka_ms[dead], kind="stable")]
 
     ts = pa.timestamp("us", tz="UTC")
     events = pa.table(
@@ -246,7 +248,7 @@ def _rows(
                 "event_id": pa.array(ids[dead], pa.string()),
                 "ts_ms": kafka_ms[dead] + 1000,
                 "error": pa.array(
-                    ["SerializationError: unknown schema id 42"] * int(dead.sum()), pa.string()
+                    ["SerializationError: unknown schema id 42"] * len(dead), pa.string()
                 ),
             }
         ),

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import re
-from typing import Literal
+from datetime import timedelta
+from typing import Annotated, Literal
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from recon.model import LEDGER_SCHEMA, BadRecord
-from recon.timeutil import iso
+from recon.timeutil import iso, parse_duration
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 
 
 class Strict(BaseModel):
@@ -37,6 +40,14 @@ class SourceConfig(Strict):
     thresholds: Thresholds | None = None
     # Only for dead-letter sinks: the stage whose inbound hop this sink accounts for.
     stage: str | None = None
+
+    def read_past_end(self) -> timedelta:
+        """How far past a range's end its read goes (a Kafka read, for records out of order).
+
+        A read of [a, b) ends exactly where a read of [b + this, c) starts, which is
+        how `carry` reads the rest of a range without reading a row twice.
+        """
+        return timedelta(0)
 
 
 TimeKind = Literal["timestamptz", "timestamp"]

@@ -1,8 +1,17 @@
 """`kafka` source: the messages of a topic whose record timestamps fall in the range.
 
 The offset range per partition comes from `offsets_for_times` (start and end),
-bounded by the watermarks; that exact range is read with `assign()` and
-explicit offsets. recon never subscribes, never commits, never joins a group.
+bounded by the watermarks; that range is read with `assign()` and explicit
+offsets. recon never subscribes, never commits, never joins a group.
+
+Record timestamps need not grow with offsets: producers' clocks differ, and a
+retried batch is appended after newer ones. A record stamped before the end can
+be stored after the first one stamped at the end, so each range is read up to
+the first record stamped `out_of_order` past its end. Every record of that
+offset range is returned, whatever its stamp (the engine places rows by time),
+so consecutive reads are exact by offsets: the rest of a range read before
+starts where that read ended (`SourceConfig.read_past_end`). A read that sees
+records further out of order than the allowance says so.
 The fetch loop is the only per-message Python in recon, and it only copies
 fields out of librdkafka's messages; ID extraction and filtering are columnar.
 """
@@ -32,7 +41,7 @@ except ImportError:  # pragma: no cover
 
 from recon.errors import SourceError
 from recon.model import BadRecord, LedgerRead, RetentionGap, Window
-from recon.sources.base import SourceConfig, ledger_table
+from recon.sources.base import Duration, SourceConfig, ledger_table
 from recon.sources.gc_pause import gc_paused
 from recon.timeutil import epoch_us
 
@@ -61,6 +70,13 @@ class Config(SourceConfig):
     # Extra librdkafka settings (security.protocol, sasl.*, ...); ${ENV} for secrets.
     client: dict[str, str | int | bool] = Field(default_factory=dict)
     timeout_s: float = Field(default=30, gt=0)
+    # How far a record's timestamp may be behind one stored before it in its
+    # partition: batching (linger.ms) and retries up to delivery.timeout.ms (2 min).
+    out_of_order: Duration = timedelta(minutes=5)
+
+    def read_past_end(self) -> timedelta:
+        """A read of [a, b) holds the offsets up to the first record stamped this past b."""
+        return self.out_of_order
 
     @field_validator("id")
     @classmethod
@@ -163,7 +179,10 @@ def _retrying(cfg: Config, call: Callable[[], T]) -> T:
 
 
 def offset_ranges(consumer: Consumer, cfg: Config, window: Window) -> list[OffsetRange]:
-    """Per partition, the offsets whose records have timestamps in `window`."""
+    """Per partition, the offsets from the first record stamped in `window` to the first after.
+
+    They hold every record of the window when timestamps grow with offsets.
+    """
     return offset_ranges_many(consumer, cfg, [window])[0]
 
 
@@ -213,19 +232,21 @@ def read(cfg: Config, window: Window) -> LedgerRead:
     try:
         consumer = _consumer(cfg)
         try:
-            ranges = offset_ranges(consumer, cfg, window)
+            # Records stamped before the end are stored up to `out_of_order` past it.
+            ranges = offset_ranges(consumer, cfg, window.widen(timedelta(0), cfg.out_of_order))
         finally:
             consumer.close()
         largest = max((r.end - r.start for r in ranges), default=0)
         consumer = _consumer(cfg, largest)
         try:
-            fetched = _fetch(consumer, cfg, ranges)
+            fetched, disorder = _fetch(consumer, cfg, ranges)
         finally:
             consumer.close()
     except KafkaException as exc:
         raise SourceError(f"{describe(cfg)}: {exc.args[0]}") from exc
     table, bad = _extract_ids(cfg, fetched)
     gaps, warnings = _retention_gaps(cfg, ranges, fetched, window)
+    warnings += disorder.warnings(cfg)
     committed = None
     if cfg.consumer_group:
         committed = committed_offsets(cfg, [r.partition for r in ranges])
@@ -238,16 +259,52 @@ def read(cfg: Config, window: Window) -> LedgerRead:
     return LedgerRead(describe(cfg), table, bad, gaps, committed, warnings)
 
 
-def _fetch(consumer: Consumer, cfg: Config, ranges: list[OffsetRange]) -> pa.Table:
-    """Read exactly [start, end) of every partition; columns partition/offset/ts_ms/raw."""
+class _Disorder:
+    """How far each partition's record timestamps fell behind those stored before them."""
+
+    def __init__(self) -> None:
+        self.newest: dict[int, int] = {}  # the partition's largest timestamp so far (ms)
+        self.behind: dict[int, int] = {}  # the most a record was stamped behind it (ms)
+
+    def see(self, part: np.ndarray, ts: np.ndarray) -> None:
+        """Records of one batch, in each partition's offset order."""
+        for p in np.unique(part).tolist():
+            t = ts[part == p]
+            newest = np.maximum.accumulate(t)
+            before = self.newest.get(p)
+            if before is not None:
+                newest = np.maximum(newest, before)
+            self.newest[p] = int(newest[-1])
+            self.behind[p] = max(self.behind.get(p, 0), int((newest - t).max()))
+
+    def warnings(self, cfg: Config) -> list[str]:
+        """A note for each partition further out of order than the reader allows."""
+        limit_ms = cfg.out_of_order.total_seconds() * 1000
+        return [
+            f"{cfg.topic}[{p}]: a record is stamped {ms / 1000:g}s behind one stored before "
+            f"it, more than out_of_order ({cfg.out_of_order}): records stamped before the "
+            "range's end but stored after the first one stamped that far past it are not read"
+            for p, ms in sorted(self.behind.items())
+            if ms > limit_ms
+        ]
+
+
+def _fetch(
+    consumer: Consumer, cfg: Config, ranges: list[OffsetRange]
+) -> tuple[pa.Table, _Disorder]:
+    """Read exactly [start, end) of every partition (columns partition/offset/ts_ms/raw).
+
+    Also how far out of timestamp order its records are.
+    """
     todo = {r.partition: r.end for r in ranges if r.start < r.end}
     # librdkafka's batch consume waits for the whole timeout unless it fills the
     # batch, so never ask for more than can still come (an upper bound: transaction
     # markers and compacted offsets take offsets without delivering a message).
     expected = sum(r.end - r.start for r in ranges if r.start < r.end)
     batches: list[pa.RecordBatch] = []
+    disorder = _Disorder()
     if not todo:
-        return _raw_batch([], [], [], [])
+        return _raw_batch([], [], [], []), disorder
     consumer.assign(
         [TopicPartition(cfg.topic, r.partition, r.start) for r in ranges if r.partition in todo]
     )
@@ -256,8 +313,9 @@ def _fetch(consumer: Consumer, cfg: Config, ranges: list[OffsetRange]) -> pa.Tab
         ends[p] = end
     pick = _picker(cfg.id)
     with gc_paused():
-        _fetch_loop(consumer, cfg, todo, ends, expected, pick, batches)
-    return pa.Table.from_batches(batches) if batches else _raw_batch([], [], [], [])
+        _fetch_loop(consumer, cfg, todo, ends, expected, (pick, disorder), batches)
+    fetched = pa.Table.from_batches(batches) if batches else _raw_batch([], [], [], [])
+    return fetched, disorder
 
 
 def _fetch_loop(
@@ -266,10 +324,14 @@ def _fetch_loop(
     todo: dict[int, int],
     ends: np.ndarray,
     expected: int,
-    pick: Any,
+    keep: tuple[Any, _Disorder],
     batches: list[pa.RecordBatch],
 ) -> None:
-    """Consume until every partition in `todo` reached its end offset; append to `batches`."""
+    """Consume until every partition in `todo` reached its end offset; append to `batches`.
+
+    `keep`: the ID's accessor, and the `_Disorder` that sees every record.
+    """
+    pick, disorder = keep
     last_progress = time.monotonic()
     while todo:
         msgs = consumer.consume(num_messages=max(1, min(_BATCH, expected)), timeout=0.5)
@@ -291,15 +353,16 @@ def _fetch_loop(
         # map() over the C methods keeps the per-message work out of the interpreter loop.
         part = np.fromiter(map(Message.partition, msgs), np.int32, len(msgs))
         off = np.fromiter(map(Message.offset, msgs), np.int64, len(msgs))
-        keep, done = _clip(part, off, ends, todo)
-        if not keep.all():  # prefetched past the end: copy nothing more out of those
-            msgs = [m for m, k in zip(msgs, keep.tolist(), strict=True) if k]
-            part, off = part[keep], off[keep]
-        # Straight into an array: a list of 500 k ints, then its conversion, cost 30 % more.
-        ts = np.fromiter(map(_second, map(Message.timestamp, msgs)), np.int64, len(msgs))
-        batches.append(_raw_batch(part, off, ts, list(map(pick, msgs))))
+        mine, done = _clip(part, off, ends, todo)
+        if not mine.all():  # prefetched past the end: copy nothing more out of those
+            msgs = [m for m, k in zip(msgs, mine.tolist(), strict=True) if k]
+            part, off = part[mine], off[mine]
         expected -= len(msgs)
         _finish(consumer, cfg, done, todo)
+        # Straight into an array: a list of 500 k ints, then its conversion, cost 30 % more.
+        ts = np.fromiter(map(_second, map(Message.timestamp, msgs)), np.int64, len(msgs))
+        disorder.see(part, ts)
+        batches.append(_raw_batch(part, off, ts, list(map(pick, msgs))))
 
 
 def _raw_batch(part: Any, off: Any, ts: Any, raw: list) -> pa.RecordBatch:
