@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 
+import numpy as np
 import pytest
 from confluent_kafka import Producer, TopicPartition
 from confluent_kafka.admin import (
@@ -194,9 +195,32 @@ def test_records_out_of_timestamp_order(bootstrap: str, unique: str) -> None:
     assert patient.warnings == []
 
 
+def test_disorder_notes_and_a_negative_allowance() -> None:
+    """The tracker's notes, fed batches by hand (end of range 11:00): partition 0 has a record
+    70 s behind the newest before it (allowance 1 minute); partition 1's read prefetched two
+    records past its end offset, one stamped 10:59 (inside the range: not read). A negative
+    allowance is refused."""
+    cfg = _cfg("127.0.0.1:9092", "t", out_of_order="1m")
+    ms = [epoch_ms(at(t)) for t in ("10:00:10", "09:59:00", "11:00:05", "10:59:00")]
+    tracker = kafka._Disorder(epoch_ms(at("11:00:00")))
+    tracker.see(np.array([0, 0]), np.array(ms[:2]))
+    tracker.past_end(np.array([1, 1]), np.array([7, 8]), np.array(ms[2:]))
+    assert tracker.warnings(cfg) == [
+        "t[1]@8 is stamped 2026-11-20T10:59:00Z, inside the range, but stored past the first "
+        "record stamped out_of_order (0:01:00) after its end: it was not read (nor, maybe, "
+        "others like it), and its event may count as lost; raise out_of_order",
+        "t[0]: a record is stamped 70s behind one stored before it, more than out_of_order "
+        "(0:01:00): records stamped before the range's end but stored after the first one "
+        "stamped that far past it are not read",
+    ]
+    with pytest.raises(ValueError, match="out_of_order"):
+        _cfg("127.0.0.1:9092", "t", out_of_order=-300)
+
+
 def test_retention_gap_is_reported(bootstrap: str, unique: str) -> None:
     """10 messages 10:00..10:09; delete_records up to offset 4: 6 remain, and the deleted part
-    is an unverifiable range whose horizon is the first retained record's time (10:04)."""
+    is an unverifiable range. A deleted record may be stamped up to out_of_order after the
+    earliest retained one (10:04): the horizon is 10:09 by default, 10:04 with no allowance."""
     create_topic(bootstrap, unique, 1)
     _produce(bootstrap, unique, [{"key": f"e{i}".encode(), "t": f"10:0{i}:00"} for i in range(10)])
     admin = AdminClient({"bootstrap.servers": bootstrap})
@@ -204,7 +228,9 @@ def test_retention_gap_is_reported(bootstrap: str, unique: str) -> None:
         future.result(30)
     read = kafka.read(_cfg(bootstrap, unique), W)
     assert read.table.column("event_id").to_pylist() == [f"e{i}" for i in range(4, 10)]
-    assert [(g.partition, g.low_watermark, g.until) for g in read.gaps] == [(0, 4, at("10:04:00"))]
+    assert [(g.partition, g.low_watermark, g.until) for g in read.gaps] == [(0, 4, at("10:09:00"))]
+    exact = kafka.read(_cfg(bootstrap, unique, out_of_order=0), W)
+    assert [(g.partition, g.until) for g in exact.gaps] == [(0, at("10:04:00"))]
 
 
 def test_an_emptied_partition_leaves_no_gap_under_time_retention(

@@ -213,3 +213,10 @@ def test_every_counter_of_a_hand_planted_pipeline(
         "e10": (10, "warehouse", "lost"),
         "e12": (11, "warehouse", "pending"),
     }
+    # Traced in W1, o1 is unseen: the bus read runs on past W1's range (to 11:35 for
+    # records out of order) and holds o1's record at 11:30:01, which is not W1's.
+    summary, sightings = api.trace(config, "o1", around="2026-11-20T10:30:00Z")
+    assert (summary, len(sightings)) == ("o1: unseen", 0)
+    summary, sightings = api.trace(config, "e10", around="2026-11-20T10:30:00Z")
+    assert summary == "e10: lost at warehouse"
+    assert sightings["stage"].tolist() == ["gateway", "bus"]

@@ -95,8 +95,18 @@ def window_of(
     return Window(start, start + size)
 
 
-def _only(read: LedgerRead, event_id: str) -> LedgerRead:
-    rows = read.table.filter(pc.equal(read.table["event_id"], pa.scalar(event_id)))
+def _only(read: LedgerRead, event_id: str, span: Window) -> LedgerRead:
+    """The event's rows of `read` inside `span` (a Kafka read holds rows stamped past it)."""
+    t = read.table["stage_time"]
+    rows = read.table.filter(
+        pc.and_(
+            pc.equal(read.table["event_id"], pa.scalar(event_id)),
+            pc.and_(
+                pc.greater_equal(t, pa.scalar(span.start, t.type)),
+                pc.less(t, pa.scalar(span.end, t.type)),
+            ),
+        )
+    )
     return LedgerRead(read.source, rows, [], read.gaps, read.committed, read.warnings)
 
 
@@ -108,9 +118,14 @@ def _place(row: dict) -> str:
 
 def explain(cfg: PipelineConfig, event_id: str, window: Window) -> Trace:
     """Trace `event_id` through the ledgers of `window`'s search ranges."""
+    r = ranges(cfg)
     stages = [
-        StageInput(s.name, _only(s.ledger, event_id), [_only(d, event_id) for d in s.dead_letters])
-        for s in read_span(cfg, window)
+        StageInput(
+            s.name,
+            _only(s.ledger, event_id, r.origin(window) if i == 0 else r.downstream(window)),
+            [_only(d, event_id, r.downstream(window)) for d in s.dead_letters],
+        )
+        for i, s in enumerate(read_span(cfg, window))
     ]
     sinks = {d.name: d for d in cfg.dead_letters}
     sightings = []
@@ -130,7 +145,7 @@ def explain(cfg: PipelineConfig, event_id: str, window: Window) -> Trace:
                     Sighting(stage.name, sink_cfg.name, row["stage_time"], _place(row), error)
                 )
     sightings.sort(key=lambda s: s.time)
-    computed = compute(window, stages, ranges(cfg))
+    computed = compute(window, stages, r)
     if computed.events:
         missing = computed.missing.to_pylist()
         if not missing:

@@ -9,8 +9,9 @@ unverifiable or lost, in that order of precedence. Everything is on distinct
 IDs, so duplicates cannot hide a loss.
 
 Every window's numbers depend only on rows inside its own search ranges, so
-reconciling windows one at a time or many from one read gives the same result;
-many at once lets each source be read once instead of once per window.
+reconciling windows one at a time or many from one read gives the same result
+(a read holds every row of its range: for Kafka, within `out_of_order`); many
+at once lets each source be read once instead of once per window.
 
 DuckDB does the work on IDs: it groups the origin rows into (window, ID)
 pairs, numbered 0..N-1, and looks every downstream row up in them; the

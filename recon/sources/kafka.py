@@ -1,4 +1,4 @@
-"""`kafka` source: the messages of a topic whose record timestamps fall in the range.
+"""`kafka` source: the messages of a topic, by the offsets that hold a time range.
 
 The offset range per partition comes from `offsets_for_times` (start and end),
 bounded by the watermarks; that range is read with `assign()` and explicit
@@ -11,7 +11,8 @@ the first record stamped `out_of_order` past its end. Every record of that
 offset range is returned, whatever its stamp (the engine places rows by time),
 so consecutive reads are exact by offsets: the rest of a range read before
 starts where that read ended (`SourceConfig.read_past_end`). A read that sees
-records further out of order than the allowance says so.
+records further out of order than the allowance says so, and so does one that
+holds a record of its range stored past its end (librdkafka prefetched it).
 The fetch loop is the only per-message Python in recon, and it only copies
 fields out of librdkafka's messages; ID extraction and filtering are columnar.
 """
@@ -43,7 +44,7 @@ from recon.errors import SourceError
 from recon.model import BadRecord, LedgerRead, RetentionGap, Window
 from recon.sources.base import Duration, SourceConfig, ledger_table
 from recon.sources.gc_pause import gc_paused
-from recon.timeutil import epoch_us
+from recon.timeutil import epoch_us, iso
 
 KIND = "kafka"
 T = TypeVar("T")
@@ -72,7 +73,7 @@ class Config(SourceConfig):
     timeout_s: float = Field(default=30, gt=0)
     # How far a record's timestamp may be behind one stored before it in its
     # partition: batching (linger.ms) and retries up to delivery.timeout.ms (2 min).
-    out_of_order: Duration = timedelta(minutes=5)
+    out_of_order: Duration = Field(default=timedelta(minutes=5), ge=timedelta(0))
 
     def read_past_end(self) -> timedelta:
         """A read of [a, b) holds the offsets up to the first record stamped this past b."""
@@ -228,7 +229,7 @@ def offset_ranges_many(
 
 
 def read(cfg: Config, window: Window) -> LedgerRead:
-    """Messages of the topic with record timestamps in `window`, by partition and offset."""
+    """Every message from the first stamped in `window` to the first `out_of_order` past it."""
     try:
         consumer = _consumer(cfg)
         try:
@@ -239,7 +240,7 @@ def read(cfg: Config, window: Window) -> LedgerRead:
         largest = max((r.end - r.start for r in ranges), default=0)
         consumer = _consumer(cfg, largest)
         try:
-            fetched, disorder = _fetch(consumer, cfg, ranges)
+            fetched, disorder = _fetch(consumer, cfg, ranges, _ceil_ms(window.end))
         finally:
             consumer.close()
     except KafkaException as exc:
@@ -260,11 +261,22 @@ def read(cfg: Config, window: Window) -> LedgerRead:
 
 
 class _Disorder:
-    """How far each partition's record timestamps fell behind those stored before them."""
+    """How far each partition's record timestamps fell behind those stored before them.
 
-    def __init__(self) -> None:
+    Also the first record of each partition stamped before `end_ms` (the range's
+    end) among those prefetched past the read's end: a record of the range not read.
+    """
+
+    def __init__(self, end_ms: int) -> None:
+        self.end_ms = end_ms
         self.newest: dict[int, int] = {}  # the partition's largest timestamp so far (ms)
         self.behind: dict[int, int] = {}  # the most a record was stamped behind it (ms)
+        self.unread: dict[int, tuple[int, int]] = {}  # partition: (offset, ms)
+
+    def past_end(self, part: np.ndarray, off: np.ndarray, ts: np.ndarray) -> None:
+        """Records prefetched past their partition's end offset."""
+        for i in np.flatnonzero(ts < self.end_ms).tolist():
+            self.unread.setdefault(int(part[i]), (int(off[i]), int(ts[i])))
 
     def see(self, part: np.ndarray, ts: np.ndarray) -> None:
         """Records of one batch, in each partition's offset order."""
@@ -280,21 +292,30 @@ class _Disorder:
     def warnings(self, cfg: Config) -> list[str]:
         """A note for each partition further out of order than the reader allows."""
         limit_ms = cfg.out_of_order.total_seconds() * 1000
-        return [
+        notes = [
+            f"{cfg.topic}[{p}]@{off} is stamped {iso(_ms_to_dt(ms))}, inside the range, but "
+            f"stored past the first record stamped out_of_order ({cfg.out_of_order}) after "
+            "its end: it was not read (nor, maybe, others like it), and its event may count "
+            "as lost; raise out_of_order"
+            for p, (off, ms) in sorted(self.unread.items())
+        ]
+        notes += [
             f"{cfg.topic}[{p}]: a record is stamped {ms / 1000:g}s behind one stored before "
             f"it, more than out_of_order ({cfg.out_of_order}): records stamped before the "
             "range's end but stored after the first one stamped that far past it are not read"
             for p, ms in sorted(self.behind.items())
             if ms > limit_ms
         ]
+        return notes
 
 
 def _fetch(
-    consumer: Consumer, cfg: Config, ranges: list[OffsetRange]
+    consumer: Consumer, cfg: Config, ranges: list[OffsetRange], end_ms: int
 ) -> tuple[pa.Table, _Disorder]:
     """Read exactly [start, end) of every partition (columns partition/offset/ts_ms/raw).
 
-    Also how far out of timestamp order its records are.
+    Also how far out of timestamp order its records are (`_Disorder`, which
+    looks out for records stamped before `end_ms`, the range's end, past the read).
     """
     todo = {r.partition: r.end for r in ranges if r.start < r.end}
     # librdkafka's batch consume waits for the whole timeout unless it fills the
@@ -302,7 +323,7 @@ def _fetch(
     # markers and compacted offsets take offsets without delivering a message).
     expected = sum(r.end - r.start for r in ranges if r.start < r.end)
     batches: list[pa.RecordBatch] = []
-    disorder = _Disorder()
+    disorder = _Disorder(end_ms)
     if not todo:
         return _raw_batch([], [], [], []), disorder
     consumer.assign(
@@ -355,6 +376,9 @@ def _fetch_loop(
         off = np.fromiter(map(Message.offset, msgs), np.int64, len(msgs))
         mine, done = _clip(part, off, ends, todo)
         if not mine.all():  # prefetched past the end: copy nothing more out of those
+            past = [m for m, k in zip(msgs, mine.tolist(), strict=True) if not k]
+            late = np.fromiter(map(_second, map(Message.timestamp, past)), np.int64, len(past))
+            disorder.past_end(part[~mine], off[~mine], late)
             msgs = [m for m, k in zip(msgs, mine.tolist(), strict=True) if k]
             part, off = part[mine], off[mine]
         expected -= len(msgs)
@@ -529,7 +553,8 @@ def _retention_gaps(
 
     offsets_for_times only sees records that still exist: when it lands on the
     low watermark of a partition that has lost records (low > 0), the deleted
-    ones may have belonged to the range, up to the first record still there.
+    ones may have belonged to the range: stamped up to `out_of_order` after the
+    earliest stamp of the records still there.
     Under time-only retention they are older than the topic's retention.ms
     (`deletion_horizon`), which bounds the gap: a partition emptied by retention
     long ago (an idle one) leaves none in a recent window, where it used to turn
@@ -543,10 +568,8 @@ def _retention_gaps(
     for r in suspects:
         until = window.end
         mine = fetched.filter(pc.equal(fetched["partition"], r.partition))
-        if mine.num_rows:  # the first record there (the one at `low` may be a marker)
-            first = pc.min(mine["offset"])
-            at_first = mine.filter(pc.equal(mine["offset"], first))
-            until = min(until, _ms_to_dt(at_first["ts_ms"][0].as_py()))
+        if mine.num_rows:  # a deleted record is stamped at most out_of_order after any kept
+            until = min(until, _ms_to_dt(pc.min(mine["ts_ms"]).as_py()) + cfg.out_of_order)
         if horizon is not None:
             until = min(until, horizon)
         if until > window.start:
