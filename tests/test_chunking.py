@@ -53,3 +53,47 @@ def test_a_quiet_first_hour_does_not_size_the_busy_ones(pg_url: str, unique: str
     assert window_rows(cfg, first, None, 5) == [10] * 5  # not countable: the first's size
     # The two busy hours (02:00, 03:00) go in separate reads of at most 1,500 rows.
     assert chunk(HOURS[1:], per_hour[1:], 1, max_rows=1500) == [HOURS[1:3], HOURS[3:]]
+
+
+def test_one_busy_hour_does_not_serialize_the_others(pg_url: str, unique: str, monkeypatch) -> None:
+    """Receipts: 10 an hour, but 1000 at 02:00, under a 500-row read budget. The reads are
+    [00:00], [01:00], [02:00] (over the budget) and [03:00-06:00). The busy hour is read
+    after the hour before it is stored, and so is the chunk after it; the 01:00 read still
+    overlaps the first hour's compute. Every window's cohort is its hour's receipts, as
+    with the default budget, under which every read after the first overlaps."""
+    import threading
+
+    from recon.engine import runner
+
+    per_hour = [10, 10, 1000, 10, 10, 10]
+    ids, times = [], []
+    for h, n in enumerate(per_hour):
+        ids += [f"h{h}-{i}" for i in range(n)]
+        times += [START + timedelta(hours=h, seconds=i * 0.01) for i in range(n)]
+    table = pa.table(
+        {"event_id": ids, "received_at": pa.array(times, pa.timestamp("us", tz="UTC"))}
+    )
+    write_receipts(table, pg_url, unique)
+    stage = {"source": "sql", "url": pg_url, "table": unique, "time": "received_at"}
+    cfg = parse_config(
+        {"pipeline": unique, "stages": [{"name": "webhook", **stage}, {"name": "copy", **stage}]}
+    )
+    reads: list[tuple[int, bool]] = []  # (first hour read, read on the prefetch thread)
+    plain = runner.read_windows
+
+    def read_windows(cfg, windows, phases, kept=None):  # type: ignore[no-untyped-def]
+        reads.append(
+            (windows[0].start.hour, threading.current_thread() is not threading.main_thread())
+        )
+        return plain(cfg, windows, phases, kept)
+
+    monkeypatch.setattr(runner, "read_windows", read_windows)
+    monkeypatch.setattr(runner, "MAX_ROWS_PER_READ", 500)
+    busy = runner.run(cfg, START, START + timedelta(hours=6), None)
+    assert reads == [(0, False), (1, True), (2, False), (3, False)]
+    monkeypatch.setattr(runner, "MAX_ROWS_PER_READ", 2_000_000)
+    reads.clear()
+    usual = runner.run(cfg, START, START + timedelta(hours=6), None)
+    assert reads == [(0, False), (1, True)]
+    assert [w.events for w in busy.windows] == [w.events for w in usual.windows] == per_hour
+    assert [w.status for w in busy.windows] == [w.status for w in usual.windows] == ["ok"] * 6

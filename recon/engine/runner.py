@@ -295,6 +295,15 @@ def window_rows(
     return [math.ceil(n * per_origin_row) for n in counts[1:]]
 
 
+def _offsets(spans: list[list[Window]]) -> list[tuple[int, list[Window]]]:
+    """Each span with the index of its first window among all of them."""
+    out, i = [], 0
+    for span in spans:
+        out.append((i, span))
+        i += len(span)
+    return out
+
+
 def _largest_read(results: list[WindowResult], stages: int) -> int:
     """Rows of the largest ledger of a computed window (an estimate for chunking)."""
     return max(
@@ -388,18 +397,24 @@ def run(
         spans = [windows[:1], *chunk(windows[1:], rows, jobs)]
         # One process: the next chunk is read while this one is computed, gated and
         # stored (reads wait on servers and librdkafka; DuckDB releases the GIL). A
-        # window over one read's budget is read after the previous one is done: two
-        # of them would not fit in memory together (DuckDB spills what it must).
+        # window over one read's budget is read after the previous chunk is done, and
+        # the next one after it: two of them would not fit in memory together (DuckDB
+        # spills what it must). A day with one busy hour overlaps its other chunks.
         # Each read takes over the rows its ranges share with the previous read
         # and reads only the rest from the sources (carry.py).
-        overlap = max([_largest_read(first, len(cfg.stages)), *rows]) <= MAX_ROWS_PER_READ
+        sizes = [_largest_read(first, len(cfg.stages)), *rows]
+        small = [max(sizes[i : i + len(s)]) <= MAX_ROWS_PER_READ for i, s in _offsets(spans)]
+
+        def overlap(j: int) -> bool:
+            """Whether span j is read while span j - 1 is computed."""
+            return 0 < j < len(spans) and small[j - 1] and small[j]
 
         def read_after(j: int, previous: list[Read]) -> Read:
             kept = carried(cfg, spans[j - 1], previous.pop(), spans[j])
             return read_windows(cfg, spans[j], phases, kept)
 
         def prefetch_read(j: int, previous: Read) -> Future[Read] | None:
-            if not overlap or j >= len(spans):
+            if not overlap(j):
                 return None
             return prefetch.submit(read_after, j, [previous])  # popped once carried over
 
@@ -408,12 +423,12 @@ def run(
         with ThreadPoolExecutor(1) as prefetch, ThreadPoolExecutor(1) as gate:
             read = prefetch_read(1, first_read)
             handed = None
-            if not overlap and len(spans) > 1:
+            if len(spans) > 1 and not overlap(1):
                 handed = carried(cfg, spans[0], first_read, spans[1])
             del first_read
             finished = [gate.submit(finish, first)]
             for j, part in enumerate(spans[1:], start=1):
-                if not overlap:
+                if not overlap(j):
                     # A big window is read once the previous one is stored: a breached
                     # window's missing IDs and their COPY beside the next read made
                     # the peak of a 120 M-event day, 2,139 MiB (1,932 MiB this way;
@@ -424,12 +439,12 @@ def run(
                 handed = None
                 read = prefetch_read(j + 1, stages)  # at most two chunks in memory
                 computed = compute_windows(cfg, part, stages, phases)
-                if not overlap and j + 1 < len(spans):
+                if j + 1 < len(spans) and not overlap(j + 1):
                     handed = carried(cfg, part, stages, spans[j + 1])
                 del stages  # this chunk's ledgers go before the next read is awaited
                 finished.append(gate.submit(finish, computed))
                 del computed
-                if overlap and finished[-2].done():
+                if finished[-2].done():
                     finished[-2].result()  # a store that failed stops the run now
             for done in finished:
                 done.result()
