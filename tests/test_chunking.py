@@ -24,6 +24,22 @@ def test_chunks_follow_each_windows_rows() -> None:
     assert chunk(HOURS, [500] * 6, 1, max_rows=120) == [[w] for w in HOURS]
 
 
+def test_worker_tasks_pair_only_the_windows_over_the_budget() -> None:
+    """Two jobs, rows 10, big, big, big, 10, 10 (big: over the read budget). The big windows
+    are read one a read, the first two in one task (the second carries from the first), the
+    third alone; the quiet ones still share reads."""
+    from recon.engine.runner import MAX_ROWS_PER_READ, _worker_tasks
+
+    big = MAX_ROWS_PER_READ + 1
+    tasks = _worker_tasks(HOURS, [10, big, big, big, 10, 10], 2)
+    assert [([w.start.hour for w in ws], n) for ws, n in tasks] == [
+        ([0], 1),
+        ([1, 2], 1),
+        ([3], 1),
+        ([4, 5], 2),
+    ]
+
+
 def test_a_quiet_first_hour_does_not_size_the_busy_ones(pg_url: str, unique: str) -> None:
     """Receipts: 10 in the first hour, then 10, 1000, 1000, 10, 10 (one row per event, all
     in their hour's first minute). Each window's estimate is its own count times the first

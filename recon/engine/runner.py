@@ -225,16 +225,24 @@ def _reconcile_in_worker(
 def _worker_tasks(
     windows: list[Window], rows: list[int], jobs: int
 ) -> list[tuple[list[Window], int]]:
-    """(windows, windows per read) for each task of the pool.
+    """(windows, windows per read) for each task of the pool: the chunks (`chunk`).
 
-    Windows over one read's budget go two by two, read one after the other: the
-    second reads only what the first has not (two reads of 1.5 windows' rows
-    would be 3; these are 2.5 with a 30-minute grace), and a worker holds one
-    window's results while it computes the other.
+    Consecutive windows over one read's budget go two by two, read one after the
+    other: the second reads only what the first has not (two reads of 1.5
+    windows' rows would be 3; these are 2.5 with a 30-minute grace), and a
+    worker holds one window's results while it computes the other.
     """
-    if max(rows, default=0) <= MAX_ROWS_PER_READ:
-        return [(part, len(part)) for part in chunk(windows, rows, jobs)]
-    return [(windows[i : i + 2], 1) for i in range(0, len(windows), 2)]
+    size = dict(zip(windows, rows, strict=True))
+    tasks: list[tuple[list[Window], int]] = []
+    for part in chunk(windows, rows, jobs):
+        big = size[part[0]] > MAX_ROWS_PER_READ  # such a window is a chunk of its own
+        if big and tasks and tasks[-1][1] == 1 and len(tasks[-1][0]) == 1:
+            previous = tasks[-1][0][0]
+            if size[previous] > MAX_ROWS_PER_READ:
+                tasks[-1] = ([previous, part[0]], 1)
+                continue
+        tasks.append((part, 1 if big else len(part)))
+    return tasks
 
 
 def chunk(
