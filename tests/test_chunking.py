@@ -6,13 +6,30 @@ from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
 
-from recon.config import parse_config
+from recon.config import PipelineConfig, parse_config
 from recon.engine.runner import chunk, count_origin, reconcile_windows, window_rows
 from recon.model import Window
 from recon.simulate.plant import write_receipts
 
 START = datetime(2026, 11, 20, tzinfo=UTC)
 HOURS = Window(START, START + timedelta(hours=6)).split(timedelta(hours=1))
+
+
+def _hourly_receipts(pg_url: str, unique: str, per_hour: list[int]) -> PipelineConfig:
+    """Receipts of `per_hour[h]` events in hour h, one row each, all in its first minute;
+    a pipeline of them and a copy of them."""
+    ids, times = [], []
+    for h, n in enumerate(per_hour):
+        ids += [f"h{h}-{i}" for i in range(n)]
+        times += [START + timedelta(hours=h, seconds=i * 0.01) for i in range(n)]
+    table = pa.table(
+        {"event_id": ids, "received_at": pa.array(times, pa.timestamp("us", tz="UTC"))}
+    )
+    write_receipts(table, pg_url, unique)
+    stage = {"source": "sql", "url": pg_url, "table": unique, "time": "received_at"}
+    return parse_config(
+        {"pipeline": unique, "stages": [{"name": "webhook", **stage}, {"name": "copy", **stage}]}
+    )
 
 
 def test_chunks_follow_each_windows_rows() -> None:
@@ -46,21 +63,7 @@ def test_a_quiet_first_hour_does_not_size_the_busy_ones(pg_url: str, unique: str
     window's ledger rows per origin row (1 here); sized by the first hour alone, all five
     would have gone in one read."""
     per_hour = [10, 10, 1000, 1000, 10, 10]
-    ids, times = [], []
-    for h, n in enumerate(per_hour):
-        ids += [f"h{h}-{i}" for i in range(n)]
-        times += [START + timedelta(hours=h, seconds=i * 0.01) for i in range(n)]
-    table = pa.table(
-        {"event_id": ids, "received_at": pa.array(times, pa.timestamp("us", tz="UTC"))}
-    )
-    write_receipts(table, pg_url, unique)
-    stage = {"source": "sql", "url": pg_url, "table": unique, "time": "received_at"}
-    cfg = parse_config(
-        {
-            "pipeline": unique,
-            "stages": [{"name": "webhook", **stage}, {"name": "copy", **stage}],
-        }
-    )
+    cfg = _hourly_receipts(pg_url, unique, per_hour)
     first = reconcile_windows(cfg, HOURS[:1])
     assert first[0].events == 10
     counts = count_origin(cfg, HOURS)
@@ -82,18 +85,7 @@ def test_one_busy_hour_does_not_serialize_the_others(pg_url: str, unique: str, m
     from recon.engine import runner
 
     per_hour = [10, 10, 1000, 10, 10, 10]
-    ids, times = [], []
-    for h, n in enumerate(per_hour):
-        ids += [f"h{h}-{i}" for i in range(n)]
-        times += [START + timedelta(hours=h, seconds=i * 0.01) for i in range(n)]
-    table = pa.table(
-        {"event_id": ids, "received_at": pa.array(times, pa.timestamp("us", tz="UTC"))}
-    )
-    write_receipts(table, pg_url, unique)
-    stage = {"source": "sql", "url": pg_url, "table": unique, "time": "received_at"}
-    cfg = parse_config(
-        {"pipeline": unique, "stages": [{"name": "webhook", **stage}, {"name": "copy", **stage}]}
-    )
+    cfg = _hourly_receipts(pg_url, unique, per_hour)
     reads: list[tuple[int, bool]] = []  # (first hour read, read on the prefetch thread)
     plain = runner.read_windows
 
