@@ -83,8 +83,9 @@ class BadRecord:
 class RetentionGap:
     """Kafka records of the read range may be deleted already (retention, delete_records).
 
-    Records before `low_watermark` no longer exist; `until` is the timestamp of
-    the first retained record: events older than it may have been in the deleted
+    Records before `low_watermark` no longer exist; `until` bounds their stamps
+    (the earliest retained record's, plus the reader's `out_of_order`, or the
+    topic's time retention): events older than it may have been in the deleted
     part, so their absence cannot be judged.
     """
 

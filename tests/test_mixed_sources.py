@@ -197,9 +197,10 @@ def test_every_counter_of_a_hand_planted_pipeline(
         "warehouse":  [4, 3, 0, 0, 1, 0, 1, 1, 1, 0],
         "end_to_end": [4, 3, 0, 0, 1, 0, 1, 1, 2, 2],
     }  # fmt: skip
-    assert [n for n in w2["notes"] if "without a usable event ID" in n] == [
-        f"gateway: 1 rows without a usable event ID in files {tmp_path / 'gateway' / '*.jsonl'}",
-        f"bus: 1 rows without a usable event ID in kafka topic {unique} @ {bootstrap}",
+    gateway_files = tmp_path / "gateway" / "*.jsonl"
+    assert [n for n in w2["notes"] if "without a usable event ID or time" in n] == [
+        f"gateway: 1 rows without a usable event ID or time in files {gateway_files}",
+        f"bus: 1 rows without a usable event ID or time in kafka topic {unique} @ {bootstrap}",
     ]
 
     found = api.reconcile(config, "2026-11-20T10:00:00Z", "2026-11-20T12:00:00Z")

@@ -51,6 +51,26 @@ def test_reads_exactly_the_window(pg_url: str, unique: str, column_type: str) ->
     assert set(read.table.column("location").to_pylist()) == {unique}
 
 
+def test_rows_with_a_null_time_are_counted_by_every_read(pg_url: str, unique: str) -> None:
+    """Rows b and c have a NULL received_at: no window holds them, so every read of the table
+    counts them (one record naming the table, with no time: unreadable in every window). A
+    NOT NULL time column is not counted."""
+    _table(
+        pg_url, unique, "timestamptz", [("a", "2026-11-20 10:10:00+00"), ("b", None), ("c", None)]
+    )
+    cfg = sql.Config(name="webhook", source="sql", url=pg_url, table=unique)
+    read = sql.read(cfg, W)
+    assert read.table.column("event_id").to_pylist() == ["a"]
+    assert [(b.where, b.reason, b.count, b.time) for b in read.bad_records] == [
+        (f"{unique} (2 rows)", "received_at is NULL: in no window", 2, None)
+    ]
+    assert sql.read(cfg, Window(W.end, W.end + (W.end - W.start))).unreadable == 2
+    with psycopg.connect(conninfo(pg_url)) as conn:
+        conn.execute(f"CREATE TABLE {unique}_nn (event_id text, received_at timestamptz NOT NULL)")
+    strict = sql.Config(name="webhook", source="sql", url=pg_url, table=f"{unique}_nn")
+    assert sql.read(strict, W).bad_records == []
+
+
 @pytest.mark.parametrize("column_type", ["timestamptz", "timestamp"])
 def test_counts_each_window_without_reading_rows(
     pg_url: str, unique: str, column_type: str

@@ -116,7 +116,7 @@ def _notes(stages: list[StageInput], window: Window, r: Ranges) -> list[str]:
                 continue
             notes.append(
                 f"{stage.name}: {sum(b.count for b in bad)} rows without a usable "
-                f"event ID in {read.source}"
+                f"event ID or time in {read.source}"
             )
             notes += [f"{stage.name}:   {b.where}: {b.reason}" for b in bad[:MAX_NOTES_PER_STAGE]]
             if len(bad) > MAX_NOTES_PER_STAGE:

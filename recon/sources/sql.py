@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import psycopg
 import pyarrow as pa
@@ -17,7 +17,7 @@ from psycopg import sql
 from pydantic import model_validator
 
 from recon.errors import ConfigError, SourceError
-from recon.model import LedgerRead, Window
+from recon.model import BadRecord, LedgerRead, Window
 from recon.sources.base import (
     SourceConfig,
     ledger_table,
@@ -134,7 +134,9 @@ def read(cfg: Config, window: Window) -> LedgerRead:
                     raise SourceError(_bad_time_type(cfg))
                 # A naive column holds UTC wall times: compare it with naive bounds.
                 start, end = _literal(window.start, time_type), _literal(window.end, time_type)
+                timeless = []
                 if cfg.table is not None:
+                    timeless = _null_times(cur, cfg.table, cfg.time)
                     # Every row of a time range is read: a bitmap heap scan visits each
                     # page once, a plain index scan once per row (2-3x the server's time
                     # for a 2 M-row range here). A query's own plan is left alone.
@@ -148,7 +150,34 @@ def read(cfg: Config, window: Window) -> LedgerRead:
             conn.rollback()  # read only: nothing to keep
     except adbc_driver_manager.Error as exc:
         raise SourceError(f"{describe(cfg)}: {str(exc).strip()}") from exc
-    return _ledger(cfg, table)
+    read = _ledger(cfg, table)
+    read.bad_records.extend(timeless)
+    return read
+
+
+def _null_times(cur: Any, table: str, time: str) -> list[BadRecord]:
+    """The table's rows with a NULL time, which no window holds: counted, not dropped.
+
+    A NOT NULL column is not counted (the catalog says so); a nullable one is,
+    through its index on the time column when there is one (it holds NULLs).
+    """
+    relation, column = _quoted(table), _quoted(time)
+    cur.execute(
+        f"SELECT CASE WHEN a.attnotnull THEN 0 "
+        f"ELSE (SELECT count(*) FROM {relation} WHERE {column} IS NULL) END "
+        f"FROM pg_attribute a WHERE a.attrelid = {_text(relation)}::regclass "
+        f"AND a.attname = {_text(time)}"
+    )
+    found = cur.fetch_arrow_table().column(0).to_pylist()
+    n = int(found[0]) if found else 0
+    if not n:
+        return []
+    return [BadRecord(f"{table} ({n} rows)", f"{time} is NULL: in no window", count=n)]
+
+
+def _text(value: str) -> str:
+    """A SQL string literal."""
+    return "'" + value.replace("'", "''") + "'"
 
 
 def _literal(instant: datetime, time_type: pa.DataType) -> str:
