@@ -15,9 +15,11 @@ from recon.sources import parquet
 from .helpers import W, at
 
 
-def _write(path: Path, ids: list, times: list[str], tz: str | None = "UTC") -> None:
+def _write(path: Path, ids: list, times: list[str | None], tz: str | None = "UTC") -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    stamps = [at(t).replace(tzinfo=None) if tz is None else at(t) for t in times]
+    stamps = [
+        None if t is None else at(t).replace(tzinfo=None) if tz is None else at(t) for t in times
+    ]
     pq.write_table(
         pa.table(
             {
@@ -59,6 +61,31 @@ def test_hour_partitions_pruned_and_exact(tmp_path: Path) -> None:
         str(day / "hour=10/part-0.parquet"),
         str(day / "hour=10/part-1.parquet"),
     }
+
+
+def test_rows_with_a_null_time_count_where_their_partition_starts(tmp_path: Path) -> None:
+    """Hour 10 holds a (10:10) and one row with a null time, hour 11 c (11:10) and two. Such
+    rows are in no window: each counts in the reads whose range holds its partition's start
+    (10:00, 11:00), so reads of [10:00, 10:30) and [10:30, 12:00) count 1 and 2, as one read
+    of [10:00, 12:00) counts 3. In a lake without time keys they count in every read."""
+    root = tmp_path / "lake"
+    day = root / "dt=2026-11-20"
+    _write(day / "hour=10/part-0.parquet", ["a", "b"], ["10:10:00", None])
+    _write(day / "hour=11/part-0.parquet", ["c", "d", "e"], ["11:10:00", None, None])
+
+    def counted(start: str, end: str) -> list[tuple]:
+        read = parquet.read(_cfg(root), Window(at(start), at(end)))
+        return [(b.where, b.reason, b.count, b.time) for b in read.bad_records]
+
+    hour10 = (f"{day / 'hour=10/part-0.parquet'} (1 rows)", "ingested_at is null: in no window")
+    hour11 = (f"{day / 'hour=11/part-0.parquet'} (2 rows)", "ingested_at is null: in no window")
+    assert counted("10:00:00", "10:30:00") == [(*hour10, 1, at("10:00:00"))]
+    assert counted("10:30:00", "12:00:00") == [(*hour11, 2, at("11:00:00"))]
+    assert len(counted("10:00:00", "12:00:00")) == 2
+    flat = tmp_path / "flat"
+    _write(flat / "part-0.parquet", ["a", "b"], ["10:10:00", None])
+    read = parquet.read(_cfg(flat), Window(at("23:00:00"), at("23:30:00")))
+    assert [(b.count, b.time) for b in read.bad_records] == [(1, None)]
 
 
 def test_corrupt_file_in_range_names_the_file(tmp_path: Path) -> None:

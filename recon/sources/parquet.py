@@ -157,12 +157,32 @@ def read(cfg: Config, window: Window) -> LedgerRead:
     except OSError as exc:
         raise SourceError(f"{describe(cfg)}: {exc}") from exc
     tables, bad = [], []
-    for path in (f.path for f in files):
-        table, file_bad = _read_file(cfg, fs, path, window)
+    for f in files:
+        table, file_bad = _read_file(cfg, fs, f.path, window)
         tables.append(table)
         bad += file_bad
+        # Rows with a null time are in no window. They count where their partition
+        # starts, or in every window without one: reads of [a, b) and [b, c) then
+        # count them exactly as a read of [a, c) does, whatever files each opens.
+        if f.span is None or window.start <= f.span.start < window.end:
+            bad += _null_times(cfg, fs, f)
     table = pa.concat_tables(tables) if tables else empty_ledger()
     return LedgerRead(describe(cfg), table, bad)
+
+
+def _null_times(cfg: Config, fs: pafs.FileSystem, f: DataFile) -> list[BadRecord]:
+    """The file's rows with a null time, as one record (its row groups' statistics, mostly)."""
+    import pyarrow.dataset as ds
+
+    try:
+        dataset = ds.dataset(f.path, filesystem=fs, format="parquet")
+        n = dataset.count_rows(filter=ds.field(cfg.time).is_null())
+    except (pa.ArrowException, OSError) as exc:
+        raise SourceError(f"{describe(cfg)}: cannot read {f.path}: {exc}") from exc
+    if not n:
+        return []
+    when = None if f.span is None else f.span.start
+    return [BadRecord(f"{f.path} ({n} rows)", f"{cfg.time} is null: in no window", n, when)]
 
 
 def _time_table(
