@@ -71,7 +71,7 @@ class Window:
 
 @dataclass(frozen=True)
 class BadRecord:
-    """A row a reader saw but could not turn into an event ID: counted, never dropped."""
+    """A row a reader saw without a usable event ID or time: counted, never dropped."""
 
     where: str  # "topic[partition]@offset", "file:line", "file (3 rows)"
     reason: str
@@ -115,7 +115,7 @@ class LedgerRead:
 
     @property
     def unreadable(self) -> int:
-        """Rows seen but not usable (no or unparseable ID)."""
+        """Rows seen but not usable (no usable event ID or time)."""
         return sum(bad.count for bad in self.bad_records)
 
 

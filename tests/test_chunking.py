@@ -87,18 +87,28 @@ def test_one_busy_hour_does_not_serialize_the_others(pg_url: str, unique: str, m
     per_hour = [10, 10, 1000, 10, 10, 10]
     cfg = _hourly_receipts(pg_url, unique, per_hour)
     reads: list[tuple[int, bool]] = []  # (first hour read, read on the prefetch thread)
-    plain = runner.read_windows
+    steps: list[tuple[str, int]] = []  # ("read" | "gate", first hour), in order
+    plain, gate = runner.read_windows, runner.validate
+
+    def validate(suite, part):  # type: ignore[no-untyped-def]
+        steps.append(("gate", part[0].window.start.hour))
+        return gate(suite, part)
 
     def read_windows(cfg, windows, phases, kept=None):  # type: ignore[no-untyped-def]
         reads.append(
             (windows[0].start.hour, threading.current_thread() is not threading.main_thread())
         )
+        steps.append(("read", windows[0].start.hour))
         return plain(cfg, windows, phases, kept)
 
     monkeypatch.setattr(runner, "read_windows", read_windows)
+    monkeypatch.setattr(runner, "validate", validate)
     monkeypatch.setattr(runner, "MAX_ROWS_PER_READ", 500)
     busy = runner.run(cfg, START, START + timedelta(hours=6), None)
     assert reads == [(0, False), (1, True), (2, False), (3, False)]
+    # The busy hour is read once 01:00 is gated (and stored), 03:00 once 02:00 is.
+    assert steps.index(("gate", 1)) < steps.index(("read", 2))
+    assert steps.index(("gate", 2)) < steps.index(("read", 3))
     monkeypatch.setattr(runner, "MAX_ROWS_PER_READ", 2_000_000)
     reads.clear()
     usual = runner.run(cfg, START, START + timedelta(hours=6), None)

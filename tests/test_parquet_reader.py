@@ -81,7 +81,10 @@ def test_rows_with_a_null_time_count_where_their_partition_starts(tmp_path: Path
     hour11 = (f"{day / 'hour=11/part-0.parquet'} (2 rows)", "ingested_at is null: in no window")
     assert counted("10:00:00", "10:30:00") == [(*hour10, 1, at("10:00:00"))]
     assert counted("10:30:00", "12:00:00") == [(*hour11, 2, at("11:00:00"))]
-    assert len(counted("10:00:00", "12:00:00")) == 2
+    assert counted("10:00:00", "12:00:00") == [
+        (*hour10, 1, at("10:00:00")),
+        (*hour11, 2, at("11:00:00")),
+    ]
     flat = tmp_path / "flat"
     _write(flat / "part-0.parquet", ["a", "b"], ["10:10:00", None])
     read = parquet.read(_cfg(flat), Window(at("23:00:00"), at("23:30:00")))

@@ -203,7 +203,7 @@ def _windows_table(windows: list[Window], ranges: Ranges) -> pa.Table:
 
 
 def _unreadable(stage: StageInput, window: Window, ranges: Ranges, origin: bool) -> int:
-    """Rows without a usable ID in the window's search range (all, when their time is unknown)."""
+    """Unusable rows (no usable ID or time) in the window's search range (all, when timeless)."""
     span = ranges.origin(window) if origin else ranges.downstream(window)
 
     def counted(bad: BadRecord) -> bool:

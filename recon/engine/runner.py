@@ -104,7 +104,7 @@ def read_span(
 
 
 def _notes(stages: list[StageInput], window: Window, r: Ranges) -> list[str]:
-    """Retention gaps, and the rows without a usable ID that count in this window."""
+    """Retention gaps, and the unusable rows (no usable ID or time) that count in this window."""
     notes = []
     for stage in stages:
         span = r.origin(window) if stage is stages[0] else r.downstream(window)

@@ -158,37 +158,30 @@ def read(cfg: Config, window: Window) -> LedgerRead:
         raise SourceError(f"{describe(cfg)}: {exc}") from exc
     tables, bad = [], []
     for f in files:
-        table, file_bad = _read_file(cfg, fs, f.path, window)
-        tables.append(table)
-        bad += file_bad
         # Rows with a null time are in no window. They count where their partition
         # starts, or in every window without one: reads of [a, b) and [b, c) then
         # count them exactly as a read of [a, c) does, whatever files each opens.
-        if f.span is None or window.start <= f.span.start < window.end:
-            bad += _null_times(cfg, fs, f)
+        timeless = f.span is None or window.start <= f.span.start < window.end
+        table, file_bad = _read_file(cfg, fs, f, window, timeless)
+        tables.append(table)
+        bad += file_bad
     table = pa.concat_tables(tables) if tables else empty_ledger()
     return LedgerRead(describe(cfg), table, bad)
 
 
-def _null_times(cfg: Config, fs: pafs.FileSystem, f: DataFile) -> list[BadRecord]:
-    """The file's rows with a null time, as one record (its row groups' statistics, mostly)."""
-    import pyarrow.dataset as ds
-
-    try:
-        dataset = ds.dataset(f.path, filesystem=fs, format="parquet")
-        n = dataset.count_rows(filter=ds.field(cfg.time).is_null())
-    except (pa.ArrowException, OSError) as exc:
-        raise SourceError(f"{describe(cfg)}: cannot read {f.path}: {exc}") from exc
-    if not n:
-        return []
-    when = None if f.span is None else f.span.start
-    return [BadRecord(f"{f.path} ({n} rows)", f"{cfg.time} is null: in no window", n, when)]
-
-
 def _time_table(
-    cfg: Config, fs: pafs.FileSystem, path: str, window: Window, columns: list[str]
-) -> pa.Table:
-    """`columns` of the file's rows whose time is in `window` (row groups pruned by it)."""
+    cfg: Config,
+    fs: pafs.FileSystem,
+    path: str,
+    window: Window,
+    columns: list[str],
+    timeless: bool = False,
+) -> tuple[pa.Table, int]:
+    """`columns` of the file's rows whose time is in `window` (row groups pruned by it).
+
+    With `timeless`, also how many rows have a null time (mostly from the row
+    groups' statistics), else 0.
+    """
     # Imported here: pyarrow.dataset imports pandas (~0.25 s), which `recon check`
     # (footers only, where the partitions allow) does not need.
     import pyarrow.dataset as ds
@@ -206,21 +199,31 @@ def _time_table(
         if pa.types.is_timestamp(time_type):
             start, end = start.cast(time_type), end.cast(time_type)
         column = ds.field(cfg.time)
-        return dataset.to_table(columns=columns, filter=(column >= start) & (column < end))
+        nulls = dataset.count_rows(filter=column.is_null()) if timeless else 0
+        return dataset.to_table(columns=columns, filter=(column >= start) & (column < end)), nulls
     except (pa.ArrowException, OSError) as exc:
         raise SourceError(f"{describe(cfg)}: cannot read {path}: {exc}") from exc
 
 
 def _read_file(
-    cfg: Config, fs: pafs.FileSystem, path: str, window: Window
+    cfg: Config, fs: pafs.FileSystem, f: DataFile, window: Window, timeless: bool
 ) -> tuple[pa.Table, list[BadRecord]]:
-    table = _time_table(cfg, fs, path, window, [cfg.id, cfg.time])
+    """The file's ledger rows in `window`, and its unusable rows.
+
+    Those without a usable ID, and (with `timeless`) those with a null time, as
+    one record at its partition's start.
+    """
+    table, nulls = _time_table(cfg, fs, f.path, window, [cfg.id, cfg.time], timeless)
     times = to_utc_timestamp(table[cfg.time])
     ids = table[cfg.id]
-    valid, bad = unusable_rows(ids, times, path, cfg.id)
+    valid, bad = unusable_rows(ids, times, f.path, cfg.id)
     if valid is not None:
         ids, times = ids.filter(valid), times.filter(valid)
-    return ledger_table(ids, times, path), bad
+    if nulls:
+        when = None if f.span is None else f.span.start
+        reason = f"{cfg.time} is null: in no window"
+        bad.append(BadRecord(f"{f.path} ({nulls} rows)", reason, nulls, when))
+    return ledger_table(ids, times, f.path), bad
 
 
 def count(cfg: Config, window: Window) -> int:
@@ -244,5 +247,5 @@ def count(cfg: Config, window: Window) -> int:
         raise SourceError(f"{describe(cfg)}: {exc}") from exc
     straddling = [f.path for f in files if f.path not in inside]
     return rows + sum(
-        _time_table(cfg, fs, path, window, [cfg.time]).num_rows for path in straddling
+        _time_table(cfg, fs, path, window, [cfg.time])[0].num_rows for path in straddling
     )
