@@ -84,9 +84,10 @@ class RetentionGap:
     """Kafka records of the read range may be deleted already (retention, delete_records).
 
     Records before `low_watermark` no longer exist; `until` bounds their stamps
-    (the earliest retained record's, plus the reader's `out_of_order`, or the
-    topic's time retention): events older than it may have been in the deleted
-    part, so their absence cannot be judged.
+    (the earliest retained record's, plus as far out of order as the read saw
+    the partition's records, at most `out_of_order`; or the topic's time
+    retention): events older than it may have been in the deleted part, so their
+    absence cannot be judged.
     """
 
     topic: str

@@ -246,7 +246,7 @@ def read(cfg: Config, window: Window) -> LedgerRead:
     except KafkaException as exc:
         raise SourceError(f"{describe(cfg)}: {exc.args[0]}") from exc
     table, bad = _extract_ids(cfg, fetched)
-    gaps, warnings = _retention_gaps(cfg, ranges, fetched, window)
+    gaps, warnings = _retention_gaps(cfg, ranges, fetched, window, disorder)
     warnings += disorder.warnings(cfg)
     committed = None
     if cfg.consumer_group:
@@ -547,14 +547,20 @@ def _json_ids(raw: pa.ChunkedArray, path: str) -> tuple[pa.ChunkedArray, pa.Chun
 
 
 def _retention_gaps(
-    cfg: Config, ranges: list[OffsetRange], fetched: pa.Table, window: Window
+    cfg: Config,
+    ranges: list[OffsetRange],
+    fetched: pa.Table,
+    window: Window,
+    disorder: _Disorder,
 ) -> tuple[list[RetentionGap], list[str]]:
     """Partitions where records of the range may already have been deleted; notes.
 
     offsets_for_times only sees records that still exist: when it lands on the
     low watermark of a partition that has lost records (low > 0), the deleted
-    ones may have belonged to the range: stamped up to `out_of_order` after the
-    earliest stamp of the records still there.
+    ones may have belonged to the range, up to the earliest stamp of the records
+    still there. In a partition whose records the read saw out of order, a
+    deleted one may be stamped after that by as much (up to `out_of_order`); in
+    one whose records are in order, a missing event stamped after it is lost.
     Under time-only retention they are older than the topic's retention.ms
     (`deletion_horizon`), which bounds the gap: a partition emptied by retention
     long ago (an idle one) leaves none in a recent window, where it used to turn
@@ -568,8 +574,10 @@ def _retention_gaps(
     for r in suspects:
         until = window.end
         mine = fetched.filter(pc.equal(fetched["partition"], r.partition))
-        if mine.num_rows:  # a deleted record is stamped at most out_of_order after any kept
-            until = min(until, _ms_to_dt(pc.min(mine["ts_ms"]).as_py()) + cfg.out_of_order)
+        if mine.num_rows:
+            seen = timedelta(milliseconds=disorder.behind.get(r.partition, 0))
+            slack = min(seen, cfg.out_of_order)
+            until = min(until, _ms_to_dt(pc.min(mine["ts_ms"]).as_py()) + slack)
         if horizon is not None:
             until = min(until, horizon)
         if until > window.start:
