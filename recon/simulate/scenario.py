@@ -41,6 +41,8 @@ class Scenario:
     orphans_per_hour: int = 0  # events in Kafka and the lake with no receipt
     # The consumer group's committed offsets stop at this time: later messages are pending.
     lag_from: datetime | None = None
+    # Kafka records stored up to this many ms out of timestamp order (producers' clocks).
+    kafka_disorder_ms: int = 0
     id_prefix: str = "evt"
 
     @property
@@ -190,7 +192,10 @@ def _rows(
     k_idx = np.concatenate([np.flatnonzero(in_kafka), np.flatnonzero(dup)])
     k_ms = np.concatenate([kafka_ms[in_kafka], kafka_ms[dup] + rng.integers(1, 50, dup.sum())])
     k_part = partition[k_idx]
-    order = np.lexsort((k_ms, k_part))
+    stored_at = k_ms  # in the partition's log, records are in the order of these
+    if s.kafka_disorder_ms:  # a record lands up to that much after one stamped later
+        stored_at = k_ms + rng.integers(0, s.kafka_disorder_ms + 1, len(k_ms))
+    order = np.lexsort((stored_at, k_part))
     k_idx, k_ms, k_part = k_idx[order], k_ms[order], k_part[order]
     k_off = np.zeros(len(k_idx), dtype=np.int64)
     committed: dict[int, int] = {}
@@ -198,8 +203,9 @@ def _rows(
         sel = np.flatnonzero(k_part == p)
         k_off[sel] = np.arange(len(sel))
         committed[p] = len(sel)
-        if s.lag_from is not None:
-            committed[p] = int(np.searchsorted(k_ms[sel], epoch_us(s.lag_from) // 1000))
+        if s.lag_from is not None:  # the first record stored that is stamped at lag_from
+            ahead = np.flatnonzero(k_ms[sel] >= epoch_us(s.lag_from) // 1000)
+            committed[p] = int(ahead[0]) if len(ahead) else len(sel)
 
     # The lagging consumer has not reached these offsets: their events are pending.
     beyond = np.zeros(n, dtype=bool)
