@@ -97,15 +97,11 @@ def window_of(
 
 def _only(read: LedgerRead, event_id: str, span: Window) -> LedgerRead:
     """The event's rows of `read` inside `span` (a Kafka read holds rows stamped past it)."""
-    t = read.table["stage_time"]
+    t, at = pc.field("stage_time"), read.table["stage_time"].type
     rows = read.table.filter(
-        pc.and_(
-            pc.equal(read.table["event_id"], pa.scalar(event_id)),
-            pc.and_(
-                pc.greater_equal(t, pa.scalar(span.start, t.type)),
-                pc.less(t, pa.scalar(span.end, t.type)),
-            ),
-        )
+        (pc.field("event_id") == event_id)
+        & (t >= pa.scalar(span.start, at))
+        & (t < pa.scalar(span.end, at))
     )
     return LedgerRead(read.source, rows, [], read.gaps, read.committed, read.warnings)
 

@@ -11,7 +11,7 @@ import uuid
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from itertools import chain
+from itertools import accumulate, chain, pairwise
 
 from recon.checks.expectations import ensure_suite, validate
 from recon.config import PipelineConfig
@@ -303,15 +303,6 @@ def window_rows(
     return [math.ceil(n * per_origin_row) for n in counts[1:]]
 
 
-def _offsets(spans: list[list[Window]]) -> list[tuple[int, list[Window]]]:
-    """Each span with the index of its first window among all of them."""
-    out, i = [], 0
-    for span in spans:
-        out.append((i, span))
-        i += len(span)
-    return out
-
-
 def _largest_read(results: list[WindowResult], stages: int) -> int:
     """Rows of the largest ledger of a computed window (an estimate for chunking)."""
     return max(
@@ -411,7 +402,8 @@ def run(
         # Each read takes over the rows its ranges share with the previous read
         # and reads only the rest from the sources (carry.py).
         sizes = [_largest_read(first, len(cfg.stages)), *rows]
-        small = [max(sizes[i : i + len(s)]) <= MAX_ROWS_PER_READ for i, s in _offsets(spans)]
+        bounds = pairwise([0, *accumulate(len(span) for span in spans)])
+        small = [max(sizes[a:b]) <= MAX_ROWS_PER_READ for a, b in bounds]
 
         def overlap(j: int) -> bool:
             """Whether span j is read while span j - 1 is computed."""
