@@ -81,19 +81,22 @@ def reconcile(
     start: str | datetime,
     end: str | datetime | None = None,
     store: bool = False,
+    now: str | datetime | None = None,
 ) -> Reconciliation:
     """Reconcile [start, end) (one window of the configured size if `end` is omitted).
 
     With `store=True` the results are written to the configured results store (by
     default the SQLite file beside the config), as `recon run` writes them; alerts
-    and metrics are left to `recon run` and the DAG.
+    and metrics are left to `recon run` and the DAG. `now` (default: the clock)
+    decides which windows are settled and which in-flight events are past the stall.
     """
     if not isinstance(cfg, PipelineConfig):
         cfg = load_config(cfg)
     begin = parse_instant(start)
     finish = parse_instant(end) if end is not None else begin + cfg.window.size
     results = ResultStore(store_url(cfg.results, Path.cwd())) if store else None
-    return Reconciliation(run(cfg, begin, finish, results))
+    judged = parse_instant(now) if now is not None else None
+    return Reconciliation(run(cfg, begin, finish, results, now=judged))
 
 
 def trace(

@@ -51,6 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--timings", type=Path, help="write wall time and seconds per phase (JSON) to this file"
     )
+    run.add_argument(
+        "--now",
+        type=_instant,
+        help="judge settle and stall as of this time (default: the clock), to reproduce a verdict",
+    )
 
     exp_ = sub.add_parser("explain", help="trace one event across the stages")
     exp_.add_argument("event_id")
@@ -118,7 +123,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.end <= args.start:
         raise ConfigError("--end must be after --start")
     store = None if args.no_store else _store(args.config, cfg.results)
-    report = run(cfg, args.start, args.end, store, jobs=args.jobs, keep_missing=False)
+    report = run(cfg, args.start, args.end, store, jobs=args.jobs, now=args.now, keep_missing=False)
     colour = sys.stdout.isatty()
     for window in report.windows:
         sys.stdout.write(window_table(window, colour) + "\n")

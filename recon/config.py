@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import re
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Union
 
@@ -33,12 +33,15 @@ class WindowConfig(Strict):
     settle: Duration = timedelta(hours=2)
     # Downstream clocks may run slightly behind the origin's.
     skew: Duration = timedelta(minutes=1)
+    # An event still in flight this long after its window's end is not in flight: a
+    # rewound or stuck consumer must not hide a loss as pending forever.
+    stall: Duration = timedelta(hours=24)
 
     @model_validator(mode="after")
     def _positive(self) -> WindowConfig:
         if self.size <= timedelta(0):
             raise ValueError("size must be positive")
-        for name in ("grace", "settle", "skew"):
+        for name in ("grace", "settle", "skew", "stall"):
             if getattr(self, name) < timedelta(0):
                 raise ValueError(f"{name} must not be negative")
         return self
@@ -96,12 +99,39 @@ class PipelineConfig(Strict):
                 )
             if sink.thresholds is not None:
                 raise ValueError(f"dead letter {sink.name}: thresholds belong to stages")
+        for stage in self.stages:
+            if stage.thresholds is not None and stage.thresholds.min_events is not None:
+                raise ValueError(
+                    f"stage {stage.name}: min_events is the origin's volume floor: "
+                    "set it in the global thresholds"
+                )
+        _check_floor(self.thresholds.min_events)
         return self
 
     @property
     def origin(self) -> SourceConfig:
         """The first stage: its rows define each window's cohort."""
         return self.stages[0]
+
+    def max_unreadable_rate(self, stage: str) -> float:
+        """The stage's limit on unreadable / (unreadable + upstream); default its loss rate."""
+        th = self.thresholds_for(stage)
+        if th.max_unreadable_rate is not None:
+            return th.max_unreadable_rate
+        return th.loss_rate if th.loss_rate is not None else DEFAULT_LOSS_RATE
+
+    def min_events(self, window_start: datetime) -> int | None:
+        """The origin's volume floor for the window starting at `window_start` (UTC), if any.
+
+        A mapping gives a floor per time of day: each "HH:MM" key holds from that
+        time until the next key (the last one wraps around to the first).
+        """
+        floor = self.thresholds.min_events
+        if floor is None or isinstance(floor, int):
+            return floor
+        minute = window_start.hour * 60 + window_start.minute
+        starts = sorted((_minute_of_day(k), v) for k, v in floor.items())
+        return next((v for at, v in reversed(starts) if at <= minute), starts[-1][1])
 
     def thresholds_for(self, stage: str | None) -> Thresholds:
         """The stage's thresholds: its own overrides on top of the global ones."""
@@ -110,6 +140,27 @@ class PipelineConfig(Strict):
             return self.thresholds
         merged = self.thresholds.model_dump() | override.model_dump(exclude_none=True)
         return Thresholds(**merged)
+
+
+_TIME_OF_DAY = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
+
+
+def _minute_of_day(key: str) -> int:
+    match = _TIME_OF_DAY.match(key)
+    if match is None:
+        raise ValueError(f"min_events: {key!r} is not a time of day HH:MM (UTC)")
+    return int(match.group(1)) * 60 + int(match.group(2))
+
+
+def _check_floor(floor: int | dict[str, int] | None) -> None:
+    """min_events: a count >= 0, or a non-empty mapping of "HH:MM" to counts >= 0."""
+    values = [floor] if isinstance(floor, int) else list((floor or {}).values())
+    if isinstance(floor, dict) and not floor:
+        raise ValueError("thresholds.min_events: give a count, or at least one HH:MM: count")
+    for key in floor if isinstance(floor, dict) else ():
+        _minute_of_day(key)
+    if any(v < 0 for v in values):
+        raise ValueError("thresholds.min_events must not be negative")
 
 
 def substitute_env(value: Any, where: str = "") -> Any:

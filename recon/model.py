@@ -76,7 +76,21 @@ class BadRecord:
     where: str  # "topic[partition]@offset", "file:line", "file (3 rows)"
     reason: str
     count: int = 1
-    time: datetime | None = None  # when known: which windows it counts in
+    time: datetime | None = None  # when known: the window it counts in
+
+    def counts_in(self, window: Window) -> bool:
+        """Whether the row is counted in `window`: exactly one window of a day counts it.
+
+        The window whose [start, end) holds its time; a row without any time (a
+        NULL time column, a lake without time keys) is in no window and counts
+        in the one that holds midnight UTC, once for each day a run covers.
+        """
+        if self.time is not None:
+            return window.start <= self.time < window.end
+        first_midnight = window.start.replace(hour=0, minute=0, second=0, microsecond=0)
+        if first_midnight < window.start:
+            first_midnight += timedelta(days=1)
+        return first_midnight < window.end
 
 
 @dataclass(frozen=True)
@@ -150,6 +164,16 @@ class StageMetrics:
         """Lost / upstream; 0 when nothing went in."""
         return self.lost / self.upstream if self.upstream else 0.0
 
+    @property
+    def unreadable_rate(self) -> float:
+        """Unreadable / (unreadable + upstream): the share of rows recon could not judge.
+
+        1 when only unreadable rows were seen (an origin whose times cannot be
+        parsed has an empty cohort: nothing of it can be called ok).
+        """
+        seen = self.unreadable + self.upstream
+        return self.unreadable / seen if seen else 0.0
+
     def as_dict(self) -> dict[str, object]:
         """The JSON report's shape for a stage entry."""
         counters = {name: getattr(self, name) for name in COUNTERS}
@@ -157,6 +181,7 @@ class StageMetrics:
             "stage": self.stage,
             **counters,
             "loss_rate": self.loss_rate,
+            "unreadable_rate": self.unreadable_rate,
             "latency_ms": dict(self.latency_ms),
             "breach": self.breach,
         }

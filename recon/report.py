@@ -39,7 +39,7 @@ def _row(m: StageMetrics, origin: bool) -> list[str]:
             m.unreadable,
             "-",
             "-",
-            "",
+            "BREACH" if m.breach else "",
         ]
     else:
         p99 = m.latency_ms.get("p99")

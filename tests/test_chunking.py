@@ -95,9 +95,9 @@ def test_one_busy_hour_does_not_serialize_the_others(
     steps: list[tuple[str, int]] = []  # ("read" | "gate", first hour), in order
     plain, gate = runner.read_windows, runner.validate
 
-    def validate(suite, part):  # type: ignore[no-untyped-def]
+    def validate(suite, part, cfg):  # type: ignore[no-untyped-def]
         steps.append(("gate", part[0].window.start.hour))
-        return gate(suite, part)
+        return gate(suite, part, cfg)
 
     def read_windows(cfg, windows, phases, kept=None):  # type: ignore[no-untyped-def]
         reads.append(

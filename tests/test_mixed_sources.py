@@ -108,6 +108,8 @@ def _plant(tmp_path: Path, pg_url: str, bootstrap: str, unique: str) -> Path:
                 "bootstrap": bootstrap,
                 "topic": unique,
                 "id": "json:meta.id",
+                # 1 unreadable of 5 in W2: accepted here, so W2 shows its pending event.
+                "thresholds": {"max_unreadable_rate": 0.25},
                 "consumer_group": f"{unique}-loader",
             },
             {
@@ -148,7 +150,8 @@ def test_every_counter_of_a_hand_planted_pipeline(
     """Windows [10:00, 11:00) and [11:00, 12:00), grace 30 m, skew 1 m.
 
     W1's cohort is e01-e10 (10). gateway: e02 retried (1 duplicate); a receipt at 10:45
-    without an event_id (unreadable, and again in W2, whose origin range starts at 10:30).
+    without an event_id (unreadable, in W1 only: the window that holds its time; 1 of the 11
+    rows, over the default max_unreadable_rate, a breach by itself).
     bus: e03 vanished (lost); e04 rejected (dead-lettered); e09 never seen on the bus but in
     the warehouse (passed); e07 produced twice (1 duplicate): 8 arrived, 1 lost (10 %).
     warehouse: of those 8, e01 e02 e07 e09 arrived, e08 at 11:20 (late); e05 failed (dead
@@ -156,7 +159,8 @@ def test_every_counter_of_a_hand_planted_pipeline(
     offset: 2 of 8 lost (25 %). End to end 3 of 10 lost: breach.
 
     W2's cohort is e11-e14 (4). bus: all 4 arrived, e14 at 12:00:00.5 (late); o1 has no
-    receipt (orphan); a value that is not JSON at 11:40 (unreadable). warehouse: e11 e13 e14
+    receipt (orphan); a value that is not JSON at 11:40 (unreadable, 1 of 5: under the bus's
+    max_unreadable_rate 0.25). Judged at 13:00, within the stall. warehouse: e11 e13 e14
     arrived, e13 loaded twice (1 duplicate), e14 late; e12 missing but at the committed
     offset (pending); o1 orphan. Nothing lost, one pending: incomplete.
     """
@@ -164,7 +168,7 @@ def test_every_counter_of_a_hand_planted_pipeline(
     out = tmp_path / "run.json"
     code = main(
         ["run", "--config", str(config), "--start", "2026-11-20T10:00:00Z",
-         "--end", "2026-11-20T12:00:00Z", "--json", str(out)]
+         "--end", "2026-11-20T12:00:00Z", "--json", str(out), "--now", "2026-11-20T13:00:00Z"]
     )  # fmt: skip
     assert code == 1
     w1, w2 = json.loads(out.read_text())["windows"]
@@ -192,18 +196,24 @@ def test_every_counter_of_a_hand_planted_pipeline(
 
     assert (w2["status"], w2["events"]) == ("incomplete", 4)
     assert counters(w2) == {
-        "gateway":    [4, 4, 0, 0, 0, 0, 0, 0, 0, 1],
+        "gateway":    [4, 4, 0, 0, 0, 0, 0, 0, 0, 0],
         "bus":        [4, 4, 0, 0, 0, 0, 1, 0, 1, 1],
         "warehouse":  [4, 3, 0, 0, 1, 0, 1, 1, 1, 0],
-        "end_to_end": [4, 3, 0, 0, 1, 0, 1, 1, 2, 2],
+        "end_to_end": [4, 3, 0, 0, 1, 0, 1, 1, 2, 1],
     }  # fmt: skip
     gateway_files = tmp_path / "gateway" / "*.jsonl"
-    assert [n for n in w2["notes"] if "without a usable event ID or time" in n] == [
+    assert [n for n in w1["notes"] if "rows without a usable event ID or time" in n] == [
         f"gateway: 1 rows without a usable event ID or time in files {gateway_files}",
+        "gateway: 1 rows without a usable event ID or time, 9.0909% of the rows seen, above "
+        "max_unreadable_rate 0.0001: the window cannot be judged ok",
+    ]
+    assert [n for n in w2["notes"] if "without a usable event ID or time" in n] == [
         f"bus: 1 rows without a usable event ID or time in kafka topic {unique} @ {bootstrap}",
     ]
 
-    found = api.reconcile(config, "2026-11-20T10:00:00Z", "2026-11-20T12:00:00Z")
+    found = api.reconcile(
+        config, "2026-11-20T10:00:00Z", "2026-11-20T12:00:00Z", now="2026-11-20T13:00:00Z"
+    )
     missing = found.missing()
     by_event = {r.event_id: (r.window_start.hour, r.stage, r.outcome) for r in missing.itertuples()}
     assert by_event == {

@@ -24,34 +24,50 @@ from recon.model import ExpectationOutcome, WindowResult
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
 
 _CHECKS = (("loss_rate", "loss_rate"), ("max_lost", "lost"))
+# The origin's volume against its floor: events - min_events of the window (a floor can
+# differ per time of day, so the frame carries it per row and the expectation is >= 0).
+_FLOOR = "events_over_floor"
+
+
+def _expectation(stage: str, key: str, column: str, **bounds: float) -> dict[str, Any]:
+    return {
+        "type": "expect_column_values_to_be_between",
+        "kwargs": {
+            "column": column,
+            **bounds,
+            # GX's serialized Condition: Column("stage") == stage
+            "row_condition": {
+                "type": "comparison",
+                "column": {"name": "stage"},
+                "operator": "==",
+                "parameter": stage,
+            },
+        },
+        "meta": {"stage": stage, "threshold": key},
+    }
 
 
 def suite_spec(cfg: PipelineConfig) -> dict[str, Any]:
-    """The suite, as GX's JSON, for the configured thresholds."""
+    """The suite, as GX's JSON, for the configured thresholds.
+
+    Per hop and end to end: loss_rate and max_lost. Per stage, the origin too:
+    max_unreadable_rate (a window whose ledgers cannot be read is never ok).
+    The origin: min_events when configured.
+    """
     expectations = []
     for stage in [*(s.name for s in cfg.stages[1:]), END_TO_END]:
         th = cfg.thresholds if stage == END_TO_END else cfg.thresholds_for(stage)
         for key, column in _CHECKS:
             limit = getattr(th, key)
-            if limit is None:
-                continue
-            expectations.append(
-                {
-                    "type": "expect_column_values_to_be_between",
-                    "kwargs": {
-                        "column": column,
-                        "max_value": limit,
-                        # GX's serialized Condition: Column("stage") == stage
-                        "row_condition": {
-                            "type": "comparison",
-                            "column": {"name": "stage"},
-                            "operator": "==",
-                            "parameter": stage,
-                        },
-                    },
-                    "meta": {"stage": stage, "threshold": key},
-                }
-            )
+            if limit is not None:
+                expectations.append(_expectation(stage, key, column, max_value=limit))
+    for stage in cfg.stages:
+        limit = cfg.max_unreadable_rate(stage.name)
+        expectations.append(
+            _expectation(stage.name, "max_unreadable_rate", "unreadable_rate", max_value=limit)
+        )
+    if cfg.thresholds.min_events is not None:
+        expectations.append(_expectation(cfg.origin.name, "min_events", _FLOOR, min_value=0))
     return {
         "name": f"recon.{cfg.pipeline}",
         "expectations": expectations,
@@ -63,15 +79,13 @@ def _comparable(spec: dict[str, Any]) -> list[tuple[Any, ...]]:
     out = []
     for e in spec.get("expectations", []):
         kwargs = e.get("kwargs", {})
-        out.append(
-            (
-                e.get("type"),
-                kwargs.get("column"),
-                float(kwargs.get("max_value")),
-                (e.get("meta") or {}).get("stage"),
-            )
+        bounds = tuple(
+            float(kwargs[b]) if kwargs.get(b) is not None else None
+            for b in ("min_value", "max_value")
         )
-    return sorted(out)
+        stage = (e.get("meta") or {}).get("stage")
+        out.append((e.get("type"), kwargs.get("column"), bounds, stage))
+    return sorted(out, key=repr)
 
 
 def suite_path(cfg: PipelineConfig) -> Path:
@@ -101,39 +115,56 @@ def ensure_suite(cfg: PipelineConfig, write: bool = False) -> dict[str, Any]:
     return spec
 
 
-def metrics_frame(results: list[WindowResult]) -> pd.DataFrame:
-    """One row per (window, stage) with a number, origin excluded (it has no hop)."""
+def metrics_frame(results: list[WindowResult], cfg: PipelineConfig) -> pd.DataFrame:
+    """One row per (window, stage) with a number, and end to end.
+
+    The origin's row has no hop (loss 0) but its unreadable rate and its volume
+    against the window's floor (`events_over_floor`, None without a floor).
+    """
     rows = []
     for r in results:
         if r.error is not None or r.end_to_end is None:
             continue
-        for m in [*r.stages[1:], r.end_to_end]:
+        floor = cfg.min_events(r.window.start)
+        for m in [*r.stages, r.end_to_end]:
+            origin = m is r.stages[0]
             rows.append(
                 {
                     "window": r.window.start.isoformat(),
                     "stage": m.stage,
                     "loss_rate": m.loss_rate,
                     "lost": m.lost,
+                    "unreadable_rate": m.unreadable_rate,
+                    "events": r.events,
+                    "min_events": floor if origin else None,
+                    _FLOOR: (r.events or 0) - floor if origin and floor is not None else None,
                 }
             )
-    return pd.DataFrame(rows, columns=["window", "stage", "loss_rate", "lost"])
+    columns = ["window", "stage", "loss_rate", "lost", "unreadable_rate", "events"]
+    return pd.DataFrame(rows, columns=[*columns, "min_events", _FLOOR])
 
 
-def validate(spec: dict[str, Any], results: list[WindowResult]) -> None:
+def validate(spec: dict[str, Any], results: list[WindowResult], cfg: PipelineConfig) -> None:
     """Run the suite over every window's metrics; record outcomes and set `breach` flags."""
-    frame = metrics_frame(results)
+    frame = metrics_frame(results, cfg)
     if frame.empty or not spec.get("expectations"):
         return
     outcome = _run_gx(spec, frame)
     by_window = {r.window.start.isoformat(): r for r in results}
     for exp, failed_rows in outcome:
         stage, column = exp["meta"]["stage"], exp["kwargs"]["column"]
-        limit = float(exp["kwargs"]["max_value"])
-        for index, row in frame[frame["stage"] == stage].iterrows():
+        rows = frame[(frame["stage"] == stage) & frame[column].notna()]
+        for index, row in rows.iterrows():  # a few rows per window: not the data path
             result = by_window[row["window"]]
             success = index not in failed_rows
+            if column == _FLOOR:
+                observed, limit = float(row["events"]), float(row["min_events"])
+                column_name = "events"
+            else:
+                observed, limit = float(row[column]), float(exp["kwargs"]["max_value"])
+                column_name = column
             result.expectations.append(
-                ExpectationOutcome(stage, exp["type"], column, limit, float(row[column]), success)
+                ExpectationOutcome(stage, exp["type"], column_name, limit, observed, success)
             )
             if not success:
                 metric = next(

@@ -22,6 +22,7 @@ of each cohort event is folded into arrays indexed by that number
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -31,8 +32,8 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from recon.engine.sightings import Cohort, Sightings, hop_counts
-from recon.model import BadRecord, LedgerRead, StageMetrics, Window
+from recon.engine.sightings import Cohort, Sightings, early_arrivals, hop_counts
+from recon.model import LedgerRead, StageMetrics, Window
 from recon.timeutil import epoch_us
 
 MISSING_SCHEMA = pa.schema(
@@ -81,6 +82,9 @@ class Computed:
     stages: list[StageMetrics]  # origin first, in pipeline order
     end_to_end: StageMetrics
     missing: pa.Table  # MISSING_SCHEMA
+    # Per hop stage: events charged as lost because they were in flight past `stall`.
+    stalled: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # what the numbers alone would hide
 
 
 @dataclass(frozen=True)
@@ -115,11 +119,13 @@ def compute_many(
     stages: list[StageInput],
     ranges: Ranges | None = None,
     memory_limit: str | None = None,
+    stalled: list[bool] | None = None,
 ) -> list[Computed]:
     """Reconcile `windows` from ledgers read over all their search ranges.
 
     `stages[0]` is the origin. The ledgers may hold rows outside a window's
-    ranges; each window only ever looks at its own.
+    ranges; each window only ever looks at its own. In the windows `stalled`
+    (ended more than `window.stall` ago) no event is pending any more.
     """
     ranges = ranges or Ranges()
     con = duckdb.connect(
@@ -164,7 +170,9 @@ def compute_many(
         seen,
         np.array([epoch_us(w.end) for w in windows], np.int64),
         [None, *(_horizon_us(s) for s in stages[1:])],
+        None if stalled is None else np.array(stalled, bool),
     )
+    early = early_arrivals(cohort, seen, len(windows))
     for i, hop in enumerate(hops, start=1):
         for w, counts in enumerate(hop):
             counts["orphans"] = orphans.get((w, i), 0)
@@ -178,16 +186,51 @@ def compute_many(
     con.close()  # its temp tables go now, not whenever the connection is collected
     results = []
     for w, window in enumerate(windows):
+        stuck = {stages[i + 1].name: hop[w].pop("stalled") for i, hop in enumerate(hops)}
         metrics = [StageMetrics(stages[0].name, **origin[w])]
         metrics += [StageMetrics(stages[i + 1].name, **hop[w]) for i, hop in enumerate(hops)]
         for stage, m in zip(stages, metrics, strict=True):
-            m.unreadable = _unreadable(stage, window, ranges, origin=stage is stages[0])
+            m.unreadable = _unreadable(stage, window)
         events = metrics[0].arrived
         # One window (a big one, read alone): no filtered copy of its missing IDs.
         mine = missing if len(windows) == 1 else missing.filter(pa.compute.equal(missing["w"], w))
         rows = mine.drop_columns(["w"])
-        results.append(Computed(events, metrics, _end_to_end(events, metrics), rows))
+        notes = _clock_notes(metrics[1:], [(n[w], t[w]) for n, t in early], ranges.skew)
+        computed = Computed(events, metrics, _end_to_end(events, metrics), rows, stuck, notes)
+        results.append(computed)
     return results
+
+
+def _clock_notes(
+    hops: list[StageMetrics], early: list[tuple[int, int]], skew: timedelta
+) -> list[str]:
+    """A note per hop whose events were seen before their origin time (a clock behind).
+
+    Negative latencies are never reported silently; when the median one is
+    further behind than `skew`, events near the window's start were searched
+    too early (false losses, orphans): the note says which skew would cover it.
+    """
+    notes = []
+    for m, (count, worst_us) in zip(hops, early, strict=True):
+        if not count:
+            continue
+        behind = timedelta(microseconds=-int(worst_us))
+        text = (
+            f"{m.stage}: {count} of {m.arrived} arrived events were seen before their "
+            f"origin time, up to {behind.total_seconds():g}s before: the stage's clock is "
+            "behind the origin's"
+        )
+        p50 = m.latency_ms["p50"]
+        if p50 is not None and timedelta(milliseconds=-p50) > skew:
+            suggest = math.ceil(behind.total_seconds() / 60) + 1
+            text += (
+                f"; the median event by {-p50 / 1000:g}s, more than window.skew "
+                f"({skew.total_seconds():g}s), so events near the window's edges are "
+                f"searched at the wrong time and count as lost or orphans: set "
+                f"window.skew to at least {suggest}m, or fix the clock"
+            )
+        notes.append(text)
+    return notes
 
 
 def _windows_table(windows: list[Window], ranges: Ranges) -> pa.Table:
@@ -202,18 +245,13 @@ def _windows_table(windows: list[Window], ranges: Ranges) -> pa.Table:
     return pa.table({"w": pa.array(range(len(windows)), pa.int32()), **table})
 
 
-def _unreadable(stage: StageInput, window: Window, ranges: Ranges, origin: bool) -> int:
-    """Unusable rows (no usable ID or time) in the window's search range (all, when timeless)."""
-    span = ranges.origin(window) if origin else ranges.downstream(window)
-
-    def counted(bad: BadRecord) -> bool:
-        return bad.time is None or span.start <= bad.time < span.end
-
+def _unreadable(stage: StageInput, window: Window) -> int:
+    """Unusable rows (no usable ID or time) that count in `window` (`BadRecord.counts_in`)."""
     return sum(
         bad.count
         for read in [stage.ledger, *stage.dead_letters]
         for bad in read.bad_records
-        if counted(bad)
+        if bad.counts_in(window)
     )
 
 

@@ -103,15 +103,36 @@ def read_span(
     ]
 
 
-def _notes(stages: list[StageInput], window: Window, r: Ranges) -> list[str]:
+def _stall_notes(
+    cfg: PipelineConfig, stalled: dict[str, int], stages: list[StageInput]
+) -> list[str]:
+    """Why events in flight were charged as lost: the group and where it has committed."""
+    notes = []
+    for i, stage in enumerate(cfg.stages[1:], start=1):
+        n = stalled.get(stage.name, 0)
+        if not n:
+            continue
+        before = cfg.stages[i - 1]
+        group = getattr(before, "consumer_group", None)
+        offsets = stages[i - 1].ledger.committed or {}
+        where = ", ".join(f"[{p}]@{o}" for p, o in sorted(offsets.items())) or "none"
+        notes.append(
+            f"{stage.name}: {n} events in flight past stall ({cfg.window.stall}): still at or "
+            f"beyond the committed offsets of consumer group {group!r} on {before.name} "
+            f"({where}) a stall after the window's end, so charged as lost (a rewound or "
+            "stuck consumer)"
+        )
+    return notes
+
+
+def _notes(stages: list[StageInput], window: Window) -> list[str]:
     """Retention gaps, and the unusable rows (no usable ID or time) that count in this window."""
     notes = []
     for stage in stages:
-        span = r.origin(window) if stage is stages[0] else r.downstream(window)
         for read in [stage.ledger, *stage.dead_letters]:
             notes += [f"{stage.name}: {gap}" for gap in read.gaps]
             notes += [f"{stage.name}: {warning}" for warning in read.warnings]
-            bad = [b for b in read.bad_records if b.time is None or span.start <= b.time < span.end]
+            bad = [b for b in read.bad_records if b.counts_in(window)]
             if not bad:
                 continue
             notes.append(
@@ -125,14 +146,17 @@ def _notes(stages: list[StageInput], window: Window, r: Ranges) -> list[str]:
 
 
 def reconcile_windows(
-    cfg: PipelineConfig, windows: list[Window], phases: Phases | None = None
+    cfg: PipelineConfig,
+    windows: list[Window],
+    phases: Phases | None = None,
+    now: datetime | None = None,
 ) -> list[WindowResult]:
     """Compute consecutive windows from one read of every source (without the gate).
 
     A source that cannot be read gives every window an error result with no numbers.
     """
     phases = phases if phases is not None else Phases()
-    return compute_windows(cfg, windows, read_windows(cfg, windows, phases), phases)
+    return compute_windows(cfg, windows, read_windows(cfg, windows, phases), phases, now)
 
 
 def read_windows(
@@ -172,8 +196,9 @@ def compute_windows(
     windows: list[Window],
     stages: list[StageInput] | SourceError,
     phases: Phases,
+    now: datetime | None = None,
 ) -> list[WindowResult]:
-    """The windows' results from their reads (`read_windows`)."""
+    """The windows' results from their reads (`read_windows`), judged at `now`."""
     if isinstance(stages, SourceError):
         return [WindowResult(cfg.pipeline, w, "error", error=str(stages)) for w in windows]
     r = ranges(cfg)
@@ -181,7 +206,9 @@ def compute_windows(
     with phases.timed("compute"):
         big = sum(s.ledger.table.num_rows for s in stages) > MAX_ROWS_PER_READ * len(stages)
         memory = DUCKDB_MEMORY_BIG_WINDOW if big else None
-        computed_windows = compute_many(windows, stages, r, memory)
+        now = now or datetime.now(UTC)
+        stalled = [now >= w.end + cfg.window.stall for w in windows]
+        computed_windows = compute_many(windows, stages, r, memory, stalled)
     release_freed_memory()  # what DuckDB freed, before the next read allocates
     results = []
     for window, computed in zip(windows, computed_windows, strict=True):
@@ -194,14 +221,18 @@ def compute_windows(
                 stages=computed.stages,
                 end_to_end=computed.end_to_end,
                 missing=computed.missing,
-                notes=_notes(stages, window, r),
+                notes=[
+                    *_notes(stages, window),
+                    *computed.notes,
+                    *_stall_notes(cfg, computed.stalled, stages),
+                ],
             )
         )
     return results
 
 
 def _reconcile_in_worker(
-    cfg: PipelineConfig, windows: list[Window], per_read: int | None = None
+    cfg: PipelineConfig, windows: list[Window], now: datetime, per_read: int | None = None
 ) -> tuple[list[WindowResult], Phases]:
     """Reconcile `windows` in a pool worker, `per_read` of them a read (default: all).
 
@@ -216,7 +247,7 @@ def _reconcile_in_worker(
     kept = None
     for j, part in enumerate(parts):
         stages = read_windows(cfg, part, phases, kept)
-        results += compute_windows(cfg, part, stages, phases)
+        results += compute_windows(cfg, part, stages, phases, now)
         kept = carried(cfg, part, stages, parts[j + 1] if j + 1 < len(parts) else [])
         del stages  # before the next read
     return results, phases
@@ -311,6 +342,27 @@ def _largest_read(results: list[WindowResult], stages: int) -> int:
     )
 
 
+def verdict_notes(result: WindowResult) -> list[str]:
+    """What broke a limit besides loss (the table shows loss): volume and unreadable rows."""
+    notes = []
+    unreadable = {m.stage: m.unreadable for m in result.stages}
+    for e in result.expectations:
+        if e.success or e.observed is None:
+            continue
+        if e.column == "events":
+            notes.append(
+                f"{e.stage}: volume dropped to {e.observed:.0f} events "
+                f"(min_events {e.threshold:.0f} for this window)"
+            )
+        elif e.column == "unreadable_rate":
+            notes.append(
+                f"{e.stage}: {unreadable.get(e.stage, 0)} rows without a usable event ID or "
+                f"time, {e.observed:.4%} of the rows seen, above max_unreadable_rate "
+                f"{e.threshold:g}: the window cannot be judged ok"
+            )
+    return notes
+
+
 def _settle_status(cfg: PipelineConfig, result: WindowResult, now: datetime) -> None:
     if result.error is not None or result.end_to_end is None:
         result.status = "error"
@@ -355,9 +407,10 @@ def run(
 
     def finish(part: list[WindowResult]) -> None:
         with phases.timed("expectations"):
-            validate(suite, part)
+            validate(suite, part, cfg)
         for result in part:
             result.run_id = run_id
+            result.notes += verdict_notes(result)
             _settle_status(cfg, result, now)
             if store is not None:
                 with phases.timed("store"):
@@ -376,13 +429,17 @@ def run(
             # 120 M-event day ran three big windows on two cores at first: 600 s
             # instead of 577.) Submitting first also forks the workers before this
             # process has read anything.
-            ahead = [pool.submit(_reconcile_in_worker, cfg, [w]) for w in windows[1:jobs]]
+            ahead = [pool.submit(_reconcile_in_worker, cfg, [w], now) for w in windows[1:jobs]]
             with ThreadPoolExecutor(1) as counter:
                 counted = counter.submit(count_origin, cfg, [windows[0], *windows[jobs:]])
-                first = reconcile_windows(cfg, windows[:1], phases)
+                first = reconcile_windows(cfg, windows[:1], phases, now)
                 rows = window_rows(cfg, first, counted.result(), len(windows) - jobs)
             tasks = _worker_tasks(windows[jobs:], rows, jobs)
-            rest = pool.map(_reconcile_in_worker, [cfg] * len(tasks), *zip(*tasks, strict=True))
+            rest = pool.map(
+                _reconcile_in_worker,
+                [cfg] * len(tasks),
+                *zip(*((part, now, per_read) for part, per_read in tasks), strict=True),
+            )
             finish(first)  # the gate's first use (importing GX) overlaps the workers' reads
             for part, worker_phases in chain((f.result() for f in ahead), rest):
                 phases.merge(worker_phases)
@@ -391,7 +448,7 @@ def run(
         with ThreadPoolExecutor(1) as counter:  # counted while the first window is read
             counted = counter.submit(count_origin, cfg, windows)
             first_read = read_windows(cfg, windows[:1], phases)
-            first = compute_windows(cfg, windows[:1], first_read, phases)
+            first = compute_windows(cfg, windows[:1], first_read, phases, now)
             rows = window_rows(cfg, first, counted.result(), len(windows) - 1)
         spans = [windows[:1], *chunk(windows[1:], rows, jobs)]
         # One process: the next chunk is read while this one is computed, gated and
@@ -438,7 +495,7 @@ def run(
                 stages = read.result() if read else read_windows(cfg, part, phases, handed)
                 handed = None
                 read = prefetch_read(j + 1, stages)  # at most two chunks in memory
-                computed = compute_windows(cfg, part, stages, phases)
+                computed = compute_windows(cfg, part, stages, phases, now)
                 if j + 1 < len(spans) and not overlap(j + 1):
                     handed = carried(cfg, part, stages, spans[j + 1])
                 del stages  # this chunk's ledgers go before the next read is awaited

@@ -131,13 +131,17 @@ def hop_counts(
     seen: Sightings,
     window_end_us: np.ndarray,
     horizon_us: list[int | None],
+    stalled: np.ndarray | None = None,
 ) -> tuple[list[list[dict[str, Any]]], Missing]:
     """Per hop 1..n-1 and window, the counters (all but orphans); and the missing events.
 
     An event passed stage i if it was seen at i or later, or dead-lettered on a
     later hop; it is charged to the first hop it did not pass, as dead-lettered,
     pending (in flight at the stage before), unverifiable (older than the stage's
-    retention horizon, `horizon_us[i]`) or lost, in that order.
+    retention horizon, `horizon_us[i]`) or lost, in that order. In a window
+    `stalled` (ended more than `window.stall` ago) nothing is in flight any more:
+    such an event is lost, and counted in the hop's `stalled` (not a counter of
+    the report: it names the loss in the notes).
     """
     n, events, n_windows = seen.stages, len(cohort.w), len(window_end_us)
     w, origin, first = cohort.w, cohort.origin_us, seen.first
@@ -156,9 +160,13 @@ def hop_counts(
     for i in range(1, n):
         hop += passed[i]
     outcome = np.full(events, _LOST, np.int8)
+    past_stall = np.zeros(events, bool) if stalled is None else stalled[w]
+    stuck = []
     for i in range(1, n):
         at = hop == i
         before = cohort.inflight if i == 1 else seen.inflight[i - 1]
+        stuck.append(at & before & past_stall & ~seen.dead[i])
+        before = before & ~past_stall
         code = np.where(seen.dead[i], _DEAD, np.where(before, _PENDING, _LOST)).astype(np.int8)
         if horizon_us[i] is not None:
             code[(code == _LOST) & (origin < horizon_us[i])] = _UNVERIFIABLE
@@ -179,6 +187,7 @@ def hop_counts(
             "unverifiable": per_window(at & (outcome == _UNVERIFIABLE)),
             "late": per_window(has[i] & (first[i] >= window_end_us[w])),
             "duplicates": seen.rows[i] - per_window(has[i]),
+            "stalled": per_window(stuck[i - 1] & (outcome == _LOST)),
         }
         latency = _latencies(first[i], origin, w, has[i], n_windows)
         hops.append(
@@ -195,6 +204,28 @@ def hop_counts(
         at = hop_m == i
         last_seen[at] = first[i - 1][missing[at]]
     return hops, Missing(missing, hop_m, outcome[missing], last_seen)
+
+
+def early_arrivals(
+    cohort: Cohort, seen: Sightings, n_windows: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per hop 1..n-1 and window: arrived events first seen before their origin time.
+
+    How many, and the earliest of them (microseconds, <= 0; 0 when none).
+
+    A latency below zero means the stage's clock is behind the origin's: never
+    reported silently (the notes say so, `metrics._clock_notes`).
+    """
+    out = []
+    for i in range(1, seen.stages):
+        has = seen.first[i] != NOT_SEEN
+        lat = seen.first[i][has] - cohort.origin_us[has]
+        early = lat < 0
+        w = cohort.w[has][early]
+        worst = np.zeros(n_windows, np.int64)
+        np.minimum.at(worst, w, lat[early])
+        out.append((np.bincount(w, minlength=n_windows), worst))
+    return out
 
 
 def _latencies(

@@ -24,10 +24,18 @@ class Strict(BaseModel):
 
 
 class Thresholds(Strict):
-    """Loss thresholds: a rate (0.0001 = 0.01 %) and/or an absolute count."""
+    """Limits of a hop: a loss rate (0.0001 = 0.01 %) and/or a count, and unreadable rows.
 
-    loss_rate: float | None = Field(default=None, ge=0, le=1)
+    `max_unreadable_rate` bounds unreadable / (unreadable + upstream) of a stage
+    (the origin's upstream is its cohort); unset, it is the stage's loss rate.
+    `min_events` (global only) is the origin's volume floor: one number, or one
+    per time of day ("HH:MM" UTC, each from that time to the next).
+    """
+
+    loss_rate: float | None = Field(default=None, ge=0, le=1, allow_inf_nan=False)
     max_lost: int | None = Field(default=None, ge=0)
+    max_unreadable_rate: float | None = Field(default=None, ge=0, le=1, allow_inf_nan=False)
+    min_events: int | dict[str, int] | None = None
 
 
 class SourceConfig(Strict):
