@@ -50,6 +50,7 @@ class Reconciliation:
                         "stage": m.stage,
                         **{c: getattr(m, c) for c in COUNTERS},
                         "loss_rate": m.loss_rate,
+                        "unreadable_rate": m.unreadable_rate,
                         **{f"latency_{k}_ms": v for k, v in m.latency_ms.items()},
                         "breach": m.breach,
                     }

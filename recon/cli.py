@@ -29,6 +29,26 @@ def _instant(text: str) -> datetime:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+class _Version(argparse.Action):
+    """`--version`: the installed distribution's version, looked up only when asked for."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **_: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="print recon's version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
+        # Imported here: importlib.metadata scans sys.path, which no other command needs.
+        from importlib.metadata import PackageNotFoundError, version
+
+        import recon
+
+        try:
+            found = version("recon")
+        except PackageNotFoundError:  # run from a source tree that is not installed
+            found = recon.__version__
+        print(f"recon {found}")
+        parser.exit()
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse that reports bad usage as exit code 2 through our error path."""
 
@@ -39,6 +59,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     """The CLI's options (kept in one place; a test checks them against the config model)."""
     parser = _Parser(prog="recon", description="Per-stage, per-window event loss reconciliation")
+    parser.add_argument("--version", action=_Version)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     run = sub.add_parser("run", help="reconcile every window of [start, end)")
@@ -199,7 +220,7 @@ def cmd_check(args: argparse.Namespace) -> int:
                 {"pipeline": cfg.pipeline, "windows": [w.as_dict() for w in windows]}, indent=2
             )
         )
-    return 1 if any(w.flagged for w in windows) else 0
+    return 1 if any(w.alarming for w in windows) else 0
 
 
 def cmd_db(args: argparse.Namespace) -> int:

@@ -203,4 +203,9 @@ def early_warning(
                 f"({h.arrived}+{h.dead_lettered} of {h.upstream})"
                 for h in w.flagged
             ]
+            if w.volume_low:
+                flagged.append(
+                    f"{cfg.pipeline} {w.window} {cfg.origin.name}: volume dropped to "
+                    f"{w.origin} (min_events {w.min_events})"
+                )
     return flagged

@@ -52,11 +52,23 @@ class CheckWindow:
     hops: list[HopCount]
     max_drop: float
     counts: dict[str, int] = field(default_factory=dict)
+    origin: int = 0  # the origin's rows in the window
+    min_events: int | None = None  # its volume floor (thresholds.min_events), if any
 
     @property
     def flagged(self) -> list[HopCount]:
         """Hops whose drop is above the threshold."""
         return [h for h in self.hops if h.drop > self.max_drop]
+
+    @property
+    def volume_low(self) -> bool:
+        """The origin wrote fewer rows than its floor (an origin that stopped writing)."""
+        return self.min_events is not None and self.origin < self.min_events
+
+    @property
+    def alarming(self) -> bool:
+        """A hop dropped or the volume fell below its floor: `recon check` exits 1."""
+        return bool(self.flagged) or self.volume_low
 
     def as_dict(self) -> dict[str, object]:
         """JSON shape of a checked window."""
@@ -75,6 +87,9 @@ class CheckWindow:
                 }
                 for h in self.hops
             ],
+            "origin": self.origin,
+            "min_events": self.min_events,
+            "volume_low": self.volume_low,
         }
 
 
@@ -97,7 +112,8 @@ def check(
         for prev, stage in zip(cfg.stages, cfg.stages[1:], strict=False):
             dead = sum(c[d.name] for d in cfg.dead_letters if d.stage == stage.name)
             hops.append(HopCount(stage.name, c[prev.name], c[stage.name], dead))
-        result.append(CheckWindow(window, hops, max_drop, c))
+        floor = cfg.min_events(window.start)
+        result.append(CheckWindow(window, hops, max_drop, c, c[cfg.origin.name], floor))
     return result
 
 
@@ -108,6 +124,11 @@ def check_table(windows: list[CheckWindow]) -> str:
         f"{'dead_letters':>12} {'drop':>8}"
     ]
     for w in windows:
+        if w.volume_low:
+            lines.append(
+                f"{iso(w.window.start):22} volume dropped to {w.origin} "
+                f"(min_events {w.min_events})  VOLUME"
+            )
         for h in w.hops:
             flag = "  DROP" if h in w.flagged else ""
             lines.append(
