@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from recon.simulate.demo import INCIDENT_HOURS, incident_scenario, run_demo
+from recon.simulate.demo import INCIDENT_HOURS, demo_start, incident_scenario, run_demo
 from recon.simulate.scenario import plan
 from recon.simulate.truth import truth
 from recon.store import ResultStore
@@ -31,7 +31,10 @@ def test_demo_incident(pg_url: str, bootstrap: str, tmp_path: Path, capsys) -> N
         assert lake.loc[h, "lost"] == (604 if h in INCIDENT_HOURS else 0)
         assert bool(lake.loc[h, "breach"]) == (h in INCIDENT_HOURS)
     assert lake.loc[:10, "dead_lettered"].tolist() == [5] * 11
-    start = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(1)
+    start = windows["window_start"].iloc[0].to_pydatetime()
+    assert start == demo_start(datetime.now(UTC)) or start == demo_start(
+        datetime.now(UTC) - timedelta(hours=1)  # the run began in the hour before
+    )
     scenario = incident_scenario(start, 2000)
     want = truth(plan(scenario), timedelta(hours=1), timedelta(minutes=30), timedelta(minutes=1))
     for (_, row), w in zip(metrics.iterrows(), [w for w in want for _ in range(4)], strict=True):
