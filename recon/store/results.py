@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import sqlite3
 import uuid
 from collections.abc import Iterator
@@ -46,14 +47,47 @@ def store_url(results: str | None, base: Path | None = None) -> str:
     return f"sqlite:///{path}"
 
 
-def migrations() -> list[tuple[int, str]]:
-    """(version, SQL) of every migration in sql/, in order."""
+# A migration is NNNN_name.sql, run on every database, or NNNN_name.<dialect>.sql, run
+# only on that SQLAlchemy dialect ("postgresql", "sqlite"): where one engine needs DDL the
+# other cannot run (a hash index), each gets its own file under the same version number.
+_MIGRATION = re.compile(r"^(\d{4})_[^.]+(?:\.([a-z]+))?\.sql$")
+
+
+def migrations(dialect: str) -> list[tuple[int, str]]:
+    """(version, SQL) of every migration in sql/ for `dialect`, in version order.
+
+    A version with files for some dialects only must have one for `dialect` too (it may
+    hold only comments), so that no store skips a version silently.
+    """
     files = resources.files("recon.store").joinpath("sql")
-    found = []
+    if not files.is_dir():
+        # recon installed without its SQL (package data): say so, not FileNotFoundError.
+        raise StoreError(f"no migrations at {files}: recon is installed without its SQL")
+    found: dict[int, dict[str | None, str]] = {}
     for entry in files.iterdir():
-        if entry.name.endswith(".sql") and entry.name[:4].isdigit():
-            found.append((int(entry.name[:4]), entry.read_text()))
-    return sorted(found)
+        if not (entry.name.endswith(".sql") and entry.name[:4].isdigit()):
+            continue
+        match = _MIGRATION.match(entry.name)
+        if match is None:
+            raise StoreError(f"migration {entry.name}: not NNNN_name[.dialect].sql")
+        version, only = int(match.group(1)), match.group(2)
+        scripts = found.setdefault(version, {})
+        if only in scripts or (scripts and (only is None or None in scripts)):
+            raise StoreError(
+                f"migration {version:04d}: give one portable file or one file per dialect"
+            )
+        scripts[only] = entry.read_text(encoding="utf-8")
+    if not found:
+        # Without any, upgrade() would create no tables and the first write would fail,
+        # far from the cause.
+        raise StoreError(f"no migrations at {files}: recon is installed without its SQL")
+    ordered: list[tuple[int, str]] = []
+    for version, scripts in sorted(found.items()):
+        script = scripts.get(None, scripts.get(dialect))
+        if script is None:
+            raise StoreError(f"migration {version:04d} has no file for {dialect}")
+        ordered.append((version, script))
+    return ordered
 
 
 def _statements(script: str) -> list[str]:
@@ -91,14 +125,17 @@ class ResultStore:
         except STORE_ERRORS as exc:
             raise StoreError(f"results store {self._safe_url}: {_reason(exc)}") from exc
 
-    def upgrade(self) -> int:
-        """Apply the migrations not applied yet; returns the schema version."""
+    def upgrade(self, target: int | None = None) -> int:
+        """Apply the migrations not applied yet, up to version `target` (default: all).
+
+        Returns the schema version the store is at.
+        """
         with self._begin() as conn:
             t.schema_version.create(conn, checkfirst=True)
             current = conn.execute(sa.select(sa.func.max(t.schema_version.c.version))).scalar()
             current = current or 0
-            for version, script in migrations():
-                if version <= current:
+            for version, script in migrations(self.engine.dialect.name):
+                if version <= current or (target is not None and version > target):
                     continue
                 for statement in _statements(script):
                     conn.exec_driver_sql(statement)

@@ -1,0 +1,6 @@
+-- recon results store, version 3 (SQLite): nothing to change. PostgreSQL's version 3
+-- replaces the btree index on recon_missing_events (event_id) by a hash index, because
+-- a PostgreSQL btree entry cannot exceed a third of a page. SQLite's btree keeps a long
+-- key's tail on overflow pages, so its index takes an ID of any length as it is, and
+-- SQLite has no hash indexes. The version is recorded all the same, so every store at
+-- version 3 takes any ID.
