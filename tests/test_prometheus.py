@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import socket
 import subprocess
-import time
 import urllib.request
 from pathlib import Path
 
-import pytest
-
+from . import promstack
 from .conftest import missing_in_ci_fails
 
 HERE = Path(__file__).parent
@@ -40,31 +36,8 @@ def test_promtool_rules() -> None:
     assert "SUCCESS" in result.stdout
 
 
-PUSHGATEWAY = "/usr/bin/prometheus-pushgateway"
-
-
-@pytest.fixture
-def pushgateway(tmp_path: Path):
-    if not os.path.exists(PUSHGATEWAY):
-        missing_in_ci_fails("Pushgateway not found: scripts/setup.sh installs it")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen(
-        [PUSHGATEWAY, f"--web.listen-address=127.0.0.1:{port}"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        try:
-            urllib.request.urlopen(f"{url}/-/ready", timeout=1)
-            break
-        except OSError:
-            time.sleep(0.1)
-    yield url
-    proc.terminate()
-    proc.wait(10)
+# A fresh Pushgateway of its own (tests/promstack.py), never Debian's shared persistence file.
+pushgateway = promstack.pushgateway
 
 
 def test_metrics_pushed_to_a_real_pushgateway(pushgateway: str) -> None:
