@@ -156,17 +156,22 @@ def cmd_run(args: argparse.Namespace) -> int:
         timings = {"jobs": args.jobs, "windows": len(report.windows), **report.timings()}
         args.timings.write_text(json.dumps(timings, indent=2) + "\n")
     if store is not None:
-        after_run(cfg, report, store)
+        after_run(cfg, report, store, args.now)
     return report.exit_code
 
 
-def after_run(cfg: PipelineConfig, report: RunReport, store: ResultStore) -> None:
-    """Publish the run's metrics and send the alert notices it calls for."""
-    from recon.alerts.notify import notify
-    from recon.alerts.prometheus import publish
+def after_run(
+    cfg: PipelineConfig, report: RunReport, store: ResultStore, now: datetime | None = None
+) -> None:
+    """Publish the pipeline's metrics and send the notices its state calls for.
 
-    publish(cfg, report, store.last_success(cfg.pipeline))
-    for notice in notify(cfg, report, store, datetime.now(UTC)):
+    Both are attempted whatever the other did (a metrics outage must not suppress a
+    page); a failure of either raises once both were tried.
+    """
+    from recon.alerts.state import publish_and_notify
+
+    sent = publish_and_notify(cfg, store, now or datetime.now(UTC), report.run_id)
+    for notice in sent:
         print(f"recon: sent {notice.action} for {notice.dedup_key}", file=sys.stderr)
 
 

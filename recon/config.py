@@ -36,11 +36,16 @@ class WindowConfig(Strict):
     # An event still in flight this long after its window's end is not in flight: a
     # rewound or stuck consumer must not hide a loss as pending forever.
     stall: Duration = timedelta(hours=24)
+    # The pipeline's state (alerts, metrics) is the latest result of every window that
+    # started within this long before now: a stage is breached while one of them is.
+    horizon: Duration = timedelta(days=7)
 
     @model_validator(mode="after")
     def _positive(self) -> WindowConfig:
         if self.size <= timedelta(0):
             raise ValueError("size must be positive")
+        if self.horizon < self.size:
+            raise ValueError("horizon must hold at least one window (>= size)")
         for name in ("grace", "settle", "skew", "stall"):
             if getattr(self, name) < timedelta(0):
                 raise ValueError(f"{name} must not be negative")
@@ -68,7 +73,8 @@ class MetricsConfig(Strict):
 class PipelineConfig(Strict):
     """A pipeline: its origin is the first stage; dead-letter sinks name the stage they serve."""
 
-    pipeline: str = Field(min_length=1)
+    # Names key the store's indexes and the alerts' dedup keys: bounded.
+    pipeline: str = Field(min_length=1, max_length=200)
     window: WindowConfig = WindowConfig()
     thresholds: Thresholds = Thresholds(loss_rate=DEFAULT_LOSS_RATE)
     results: str | None = None

@@ -15,11 +15,11 @@ from typing import Any
 
 import yaml
 
-from recon.alerts.notify import notify
-from recon.alerts.prometheus import publish
+from recon.alerts.notifiers import AlertDeliveryError
+from recon.alerts.state import publish_and_notify
 from recon.config import PipelineConfig, parse_config
 from recon.engine.check import check
-from recon.engine.runner import RunReport, run
+from recon.engine.runner import run
 from recon.errors import ConfigError, ReconError
 from recon.model import StageMetrics, Window, WindowResult
 from recon.store import ResultStore, store_url
@@ -167,21 +167,23 @@ def _result(entry: dict[str, Any], pipeline: str) -> WindowResult:
 def gate(results: list[dict[str, Any]], now: datetime, overrides: str | None = None) -> list[str]:
     """After all windows: publish metrics and send alert notices, per pipeline.
 
-    One notice per breach (not per window). Returns the breached windows; the
-    DAG fails its gate task when there are any.
+    Both follow each pipeline's stored state (not only tonight's windows): one
+    notice per incident. Every pipeline is attempted; a delivery failure is raised
+    after all were. Returns the breached windows; the DAG fails its gate task when
+    there are any.
     """
-    breached = []
+    breached, failures = [], []
     for path in sorted({r["config"] for r in results}):
         cfg = load(path, overrides)
-        windows = sorted(
-            (_result(r, cfg.pipeline) for r in results if r["config"] == path),
-            key=lambda w: w.window.start,
-        )
-        report = RunReport(cfg.pipeline, windows[-1].run_id or "", windows)
-        store = _store(cfg, path)
-        publish(cfg, report, store.last_success(cfg.pipeline))
-        notify(cfg, report, store, now)
+        mine = [r for r in results if r["config"] == path]
+        try:
+            publish_and_notify(cfg, _store(cfg, path), now, mine[-1]["run_id"])
+        except ReconError as exc:
+            failures.append(f"{cfg.pipeline}: {exc}")
+        windows = sorted((_result(r, cfg.pipeline) for r in mine), key=lambda w: w.window.start)
         breached += [f"{cfg.pipeline} {w.window}" for w in windows if w.status == "breach"]
+    if failures:
+        raise AlertDeliveryError("; ".join(failures))
     return breached
 
 

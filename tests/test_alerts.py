@@ -9,12 +9,15 @@ from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import yaml
 
 from recon.cli import main
 from recon.simulate.plant import Targets, pipeline_config, plant
 from recon.simulate.scenario import Scenario, plan
+from recon.simulate.truth import truth
 
 START = datetime(2026, 11, 22, tzinfo=UTC)
 
@@ -24,13 +27,14 @@ class Receiver:
 
     def __init__(self) -> None:
         self.received: list[tuple[str, dict]] = []
-        received = self.received
+        self.fail_paths: set[str] = set()  # answered with HTTP 500
+        received, fail_paths = self.received, self.fail_paths
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 length = int(self.headers["Content-Length"])
                 received.append((self.path, json.loads(self.rfile.read(length))))
-                self.send_response(202)
+                self.send_response(500 if self.path in fail_paths else 202)
                 self.end_headers()
 
             def log_message(self, *args: object) -> None:
@@ -53,6 +57,13 @@ def receiver() -> Iterator[Receiver]:
     r.server.shutdown()
 
 
+def _scenario() -> Scenario:
+    return Scenario(
+        start=START, hours=3, events_per_hour=1000, seed=5,
+        lake_loss=lambda h: 0.05 if h == 1 else 0.0,
+    )  # fmt: skip
+
+
 def _planted(
     pg_url: str,
     bootstrap: str,
@@ -63,18 +74,7 @@ def _planted(
 ) -> Path:
     """2 hours x 1000 events; hour 1 loses 5 % at the lake (over its 1 % threshold)."""
     targets = Targets(pg_url, bootstrap, tmp_path / "lake", unique)
-    plant(
-        plan(
-            Scenario(
-                start=START,
-                hours=2,
-                events_per_hour=1000,
-                seed=5,
-                lake_loss=lambda h: 0.05 if h == 1 else 0.0,
-            )
-        ),
-        targets,
-    )
+    plant(plan(_scenario()), targets)
     config = pipeline_config(targets, thresholds={"loss_rate": 0.01})
     config["alerts"] = {
         "renotify": "4h",
@@ -91,27 +91,40 @@ def _planted(
     return path
 
 
-def _run(config: Path, hour: int) -> int:
+# The planted day is judged the same day: inside the state's 7-day horizon.
+NOW = "2026-11-22T12:00:00Z"
+
+
+def _run(config: Path, hour: int, *extra: str) -> int:
     start = START + timedelta(hours=hour)
-    return main(
-        [
-            "run",
-            "--config",
-            str(config),
-            "--start",
-            start.isoformat(),
-            "--end",
-            (start + timedelta(hours=1)).isoformat(),
-        ]
-    )
+    args = ["run", "--config", str(config), "--start", start.isoformat()]
+    args += ["--end", (start + timedelta(hours=1)).isoformat(), "--now", NOW, *extra]
+    return main(args)
 
 
-def test_one_trigger_per_breach_then_one_resolve(
+def _restate_hour_1_clean(tmp_path: Path, unique: str) -> None:
+    """The loader reprocessed hour 1: its 50 lost events land in the lake after all."""
+    p = plan(_scenario())
+    lost = sorted(truth(p, timedelta(hours=1), timedelta(minutes=30), timedelta(minutes=1))[1]
+                  .missing[("lake", "lost")])  # fmt: skip
+    part = tmp_path / "lake" / "dt=2026-11-22" / "hour=01"
+    pq.write_table(
+        pa.table({"event_id": lost, "ingested_at": pa.array([START + timedelta(hours=1, minutes=30)]
+                  * len(lost), pa.timestamp("us", tz="UTC"))}),
+        part / "reprocessed.parquet",
+    )  # fmt: skip
+    assert len(lost) == 50
+
+
+def test_one_incident_per_breach_until_it_is_restated(
     pg_url, bootstrap, unique, tmp_path, receiver
 ) -> None:
     """Hour 1 breaches at the lake: each route gets exactly one trigger with the numbers
-    (50 of 1000 lost, 5 % > 1 %). Re-running it (a retry) sends nothing. A clean run (hour 0)
-    sends exactly one resolve per route. The textfile holds the latest window's metrics."""
+    (50 of 1000 lost, 5 % > 1 %). Re-running it (a retry) sends nothing. A clean run of
+    hour 0 sends nothing either: hour 1 is still breached within the horizon (before, it
+    resolved the incident, and re-running hour 1 opened a second one). Once the 50 events
+    are reprocessed into the lake and hour 1 is restated clean, exactly one resolve per
+    route. The textfile describes the pipeline's state, not the last window."""
     config = _planted(pg_url, bootstrap, unique, tmp_path, receiver)
     assert _run(config, 1) == 1
     got = receiver.take()
@@ -130,26 +143,33 @@ def test_one_trigger_per_breach_then_one_resolve(
     )
     assert hook["window"] == {"start": "2026-11-22T01:00:00Z", "end": "2026-11-22T02:00:00Z"}
     assert hook["window_id"] in hook["missing_ids"]
-    pd = next(body for path, body in got if path == "/pd")
-    assert (pd["event_action"], pd["dedup_key"], pd["routing_key"]) == (
+    pd_ = next(body for path, body in got if path == "/pd")
+    assert (pd_["event_action"], pd_["dedup_key"], pd_["routing_key"]) == (
         "trigger",
         f"recon/{unique}/lake",
         "rk-123",
     )
-    assert pd["payload"]["severity"] == "critical"
+    assert pd_["payload"]["severity"] == "critical"
     slack = next(body for path, body in got if path.startswith("/slack"))
     assert "lost 50 of 1000 events at lake" in slack["text"]
 
-    metrics = (tmp_path / "metrics" / "recon.prom").read_text()
-    assert f'recon_loss_ratio{{pipeline="{unique}",stage="lake"}} 0.05' in metrics
-    assert f'recon_breach{{pipeline="{unique}",stage="lake"}} 1.0' in metrics
-    assert f'recon_lost_events{{pipeline="{unique}",stage="lake"}} 50.0' in metrics
-    assert "recon_last_success_timestamp_seconds" in metrics
-
     assert _run(config, 1) == 1  # the same breach again: already notified
     assert receiver.take() == []
+    assert _run(config, 0) == 0  # a clean window elsewhere: the incident stays open
+    assert receiver.take() == []
+    metrics = (tmp_path / "metrics" / "recon.prom").read_text()
+    lake = f'pipeline="{unique}",stage="lake"'
+    assert f"recon_breach{{{lake}}} 1.0" in metrics
+    assert f"recon_breached_windows{{{lake}}} 1.0" in metrics
+    assert f"recon_loss_ratio{{{lake}}} 0.05" in metrics
+    assert f"recon_lost_events{{{lake}}} 50.0" in metrics
+    assert f"recon_upstream_events{{{lake}}} 2000.0" in metrics
+    assert f'recon_windows{{pipeline="{unique}",status="breach"}} 1.0' in metrics
+    assert f'recon_windows{{pipeline="{unique}",status="ok"}} 1.0' in metrics
+    assert f'recon_breach{{pipeline="{unique}",stage="end_to_end"}} 0.0' in metrics
 
-    assert _run(config, 0) == 0
+    _restate_hour_1_clean(tmp_path, unique)
+    assert _run(config, 1) == 0
     got = receiver.take()
     assert sorted(path for path, _ in got) == ["/hook", "/pd", "/slack/T000/B000/secret"]
     assert {
@@ -157,6 +177,7 @@ def test_one_trigger_per_breach_then_one_resolve(
         for p, body in got
         if p != "/slack/T000/B000/secret"
     } == {"resolve"}
+    assert f"recon_breach{{{lake}}} 0.0" in (tmp_path / "metrics" / "recon.prom").read_text()
     assert _run(config, 0) == 0
     assert receiver.take() == []
 
@@ -176,3 +197,63 @@ def test_failed_delivery_is_an_error_and_is_sent_again(
     config.write_text(yaml.safe_dump(data))
     assert _run(config, 1) == 1
     assert [(p, b["action"]) for p, b in receiver.take()] == [("/hook", "trigger")]
+
+
+def test_each_route_keeps_its_own_delivery_state(
+    pg_url, bootstrap, unique, tmp_path, receiver
+) -> None:
+    """Two routes; the second answers 500 on the first run: the first route gets the
+    trigger once, the run exits 3. On the next run the second route recovers and gets
+    its trigger, and the first route gets nothing more (before, it was paged twice)."""
+    receiver.fail_paths.add("/flaky")
+    routes = [
+        {"kind": "webhook", "url": f"{receiver.url}/steady"},
+        {"kind": "webhook", "url": f"{receiver.url}/flaky", "attempts": 1},
+    ]
+    config = _planted(pg_url, bootstrap, unique, tmp_path, receiver, routes=routes)
+    assert _run(config, 1) == 3
+    assert [(p, b["action"]) for p, b in receiver.take()] == [
+        ("/steady", "trigger"),
+        ("/flaky", "trigger"),
+    ]
+    receiver.fail_paths.clear()
+    assert _run(config, 1) == 1
+    assert [(p, b["action"]) for p, b in receiver.take()] == [("/flaky", "trigger")]
+    assert _run(config, 1) == 1
+    assert receiver.take() == []
+
+
+def test_a_metrics_outage_does_not_suppress_the_page(
+    pg_url, bootstrap, unique, tmp_path, receiver, capsys
+) -> None:
+    """The Pushgateway refuses connections: the webhook still gets its trigger, and the run
+    exits 3 naming the Pushgateway, after both were attempted (before, publishing failed
+    first and nothing was sent)."""
+    routes = [{"kind": "webhook", "url": f"{receiver.url}/hook"}]
+    config = _planted(pg_url, bootstrap, unique, tmp_path, receiver, routes=routes)
+    data = yaml.safe_load(config.read_text())
+    data["metrics"] = {"pushgateway": "http://127.0.0.1:1"}
+    config.write_text(yaml.safe_dump(data))
+    assert _run(config, 1) == 3
+    assert "pushgateway http://127.0.0.1:1" in capsys.readouterr().err
+    assert [(p, b["action"]) for p, b in receiver.take()] == [("/hook", "trigger")]
+
+
+def test_an_error_run_keeps_what_is_known(pg_url, bootstrap, unique, tmp_path, receiver) -> None:
+    """Hour 1 breached; then a run of hour 2 whose Kafka is unreachable: exit 3, the
+    textfile still says the lake is breached (before, the error run rewrote it without any
+    recon_breach series and the alert resolved) and adds when the error happened."""
+    routes = [{"kind": "webhook", "url": f"{receiver.url}/hook"}]
+    config = _planted(pg_url, bootstrap, unique, tmp_path, receiver, routes=routes)
+    assert _run(config, 1) == 1
+    receiver.take()
+    data = yaml.safe_load(config.read_text())
+    data["stages"][1]["bootstrap"] = "127.0.0.1:1"
+    data["stages"][1]["timeout_s"] = 2
+    config.write_text(yaml.safe_dump(data))
+    assert _run(config, 2) == 3
+    metrics = (tmp_path / "metrics" / "recon.prom").read_text()
+    assert f'recon_breach{{pipeline="{unique}",stage="lake"}} 1.0' in metrics
+    assert f'recon_last_error_timestamp_seconds{{pipeline="{unique}"}}' in metrics
+    assert f'recon_windows{{pipeline="{unique}",status="error"}} 1.0' in metrics
+    assert receiver.take() == []

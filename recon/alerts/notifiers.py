@@ -7,6 +7,7 @@ every route took it, so the next run sends it again.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 import urllib.error
@@ -38,6 +39,12 @@ class Route(Strict):
     attempts: int = Field(default=3, ge=1, le=10)
     timeout_s: float = Field(default=10, gt=0)
 
+    @property
+    def key(self) -> str:
+        """Identifies the route in the delivery state, without keeping its secrets."""
+        target = f"{self.url or ''}|{self.routing_key or ''}"
+        return f"{self.kind}:{hashlib.sha256(target.encode()).hexdigest()[:16]}"
+
 
 @dataclass(frozen=True)
 class Notice:
@@ -66,6 +73,12 @@ class Notice:
         """One line for humans."""
         if self.action == "resolve":
             return f"recon: {self.pipeline} {self.stage} is back under its loss threshold"
+        if not self.lost:  # unreadable rows or volume, not loss: the notes say which
+            return (
+                f"recon: {self.pipeline} {self.stage} breached its limits (unreadable rows or "
+                f"volume) in window {self.window_start}..{self.window_end}; "
+                f"{self.breached_windows} window(s) breached"
+            )
         limit = "n/a" if self.threshold is None else f"{self.threshold:.4%}"
         return (
             f"recon: {self.pipeline} lost {self.lost} of {self.upstream} events at "

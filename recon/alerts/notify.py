@@ -1,95 +1,100 @@
-"""After a run: decide per stage whether to trigger, re-notify or resolve, and deliver."""
+"""After a run: per stage and route, trigger, re-notify or resolve, following the state.
+
+The decision is made on the pipeline's state (`state.pipeline_state`), not on
+the run's windows: a stage stays breached while any window of the horizon is,
+so a clean next window does not resolve it, and restating a breached window
+that is still breached does not open a second incident. Each route keeps its
+own delivery state: one that failed is retried alone next run.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from recon.alerts.notifiers import Notice, deliver
+from recon.alerts.notifiers import AlertDeliveryError, Notice, Route, deliver
 from recon.alerts.rules import TRIGGER, decide
+from recon.alerts.state import PipelineState, StageState, WindowRef, pipeline_state
 from recon.config import END_TO_END, PipelineConfig
-from recon.engine.runner import RunReport
-from recon.model import StageMetrics, WindowResult
 from recon.store import ResultStore
 from recon.timeutil import iso
 
 
-def _metric(window: WindowResult, stage: str) -> StageMetrics:
-    assert window.end_to_end is not None
-    return next(m for m in [*window.stages, window.end_to_end] if m.stage == stage)
-
-
-def _breached(window: WindowResult, stage: str) -> bool:
-    """Whether `stage` breached in `window`, for alerting.
-
-    End to end counts only when no single hop breached (a spread-out loss), so
-    one incident does not page twice.
-    """
-    if stage != END_TO_END:
-        return _metric(window, stage).breach
-    return (
-        window.end_to_end is not None
-        and window.end_to_end.breach
-        and not any(m.breach for m in window.stages)
+def notice_for(
+    cfg: PipelineConfig, state: StageState, action: str, run_id: str, now: datetime
+) -> Notice | None:
+    """The notice about one stage: its worst breached window, or for a resolve its latest."""
+    window = state.worst if action == TRIGGER else state.latest
+    if window is None:
+        if action == TRIGGER:
+            return None
+        # Nothing left within the horizon: the incident is closed all the same.
+        window = WindowRef(now, now, None, 0.0, 0, 0)
+    threshold = cfg.thresholds if state.stage == END_TO_END else cfg.thresholds_for(state.stage)
+    return Notice(
+        action=action,
+        pipeline=cfg.pipeline,
+        stage=state.stage,
+        window_start=iso(window.start),
+        window_end=iso(window.end),
+        loss_rate=window.loss_rate,
+        threshold=threshold.loss_rate,
+        lost=window.lost,
+        upstream=window.upstream,
+        breached_windows=state.breached_windows,
+        window_id=window.window_id,
+        run_id=run_id,
     )
 
 
-def notices(
-    cfg: PipelineConfig, report: RunReport, store: ResultStore, now: datetime
-) -> list[Notice]:
-    """The notices this run calls for, given the stored alert state."""
-    assert cfg.alerts is not None
-    computed = [w for w in report.windows if w.error is None and w.end_to_end is not None]
-    if not computed:
-        return []  # a failed run says nothing about whether a stage recovered
-    found = []
-    for stage in [*(s.name for s in cfg.stages[1:]), END_TO_END]:
-        breached = [w for w in computed if _breached(w, stage)]
-        action = decide(
-            store.alert_state(cfg.pipeline, stage), bool(breached), now, cfg.alerts.renotify
-        )
-        if action is None:
-            continue
-        # A trigger shows the worst breached window; a resolve the latest computed one.
-        if action == TRIGGER:
-            window = max(breached, key=lambda w: _metric(w, stage).loss_rate)
-        else:
-            window = computed[-1]
-        m = _metric(window, stage)
-        threshold = cfg.thresholds if stage == END_TO_END else cfg.thresholds_for(stage)
-        found.append(
-            Notice(
-                action=action,
-                pipeline=cfg.pipeline,
-                stage=stage,
-                window_start=iso(window.window.start),
-                window_end=iso(window.window.end),
-                loss_rate=m.loss_rate,
-                threshold=threshold.loss_rate,
-                lost=m.lost,
-                upstream=m.upstream,
-                breached_windows=len(breached),
-                window_id=window.window_id,
-                run_id=report.run_id,
-            )
-        )
-    return found
-
-
 def notify(
-    cfg: PipelineConfig, report: RunReport, store: ResultStore, now: datetime
+    cfg: PipelineConfig,
+    store: ResultStore,
+    now: datetime,
+    run_id: str = "",
+    state: PipelineState | None = None,
 ) -> list[Notice]:
-    """Send every notice this run calls for to every route; advance the state after each."""
+    """Send what the pipeline's state calls for to every route; advance each route's state.
+
+    Every route is tried; a route that fails keeps its state (the notice is sent
+    again next run) and, after all were tried, AlertDeliveryError names them.
+    """
     if cfg.alerts is None or not cfg.alerts.routes:
         return []
-    sent = notices(cfg, report, store, now)
-    for notice in sent:
+    state = state or pipeline_state(cfg, store, now)
+    sent, failed = [], []
+    for stage in state.stages.values():
         for route in cfg.alerts.routes:
-            deliver(route, notice)  # raises after its retries: the state stays as it was
-        store.save_alert_state(
-            cfg.pipeline,
-            notice.stage,
-            firing=notice.action == TRIGGER,
-            notified_at=now,
-            window_id=notice.window_id,
-        )
+            notice = _due(cfg, store, stage, route, now, run_id)
+            if notice is None:
+                continue
+            try:
+                deliver(route, notice)
+            except AlertDeliveryError as exc:
+                failed.append(str(exc))
+                continue
+            store.save_alert_state(
+                cfg.pipeline,
+                stage.stage,
+                route.key,
+                firing=notice.action == TRIGGER,
+                notified_at=now,
+                window_id=notice.window_id,
+            )
+            sent.append(notice)
+    if failed:
+        raise AlertDeliveryError("; ".join(failed))
     return sent
+
+
+def _due(
+    cfg: PipelineConfig,
+    store: ResultStore,
+    stage: StageState,
+    route: Route,
+    now: datetime,
+    run_id: str,
+) -> Notice | None:
+    assert cfg.alerts is not None
+    told = store.alert_state(cfg.pipeline, stage.stage, route.key)
+    action = decide(told, stage.breached, now, cfg.alerts.renotify)
+    return None if action is None else notice_for(cfg, stage, action, run_id, now)

@@ -1,8 +1,11 @@
-"""Prometheus metrics of a run: the latest computed window per pipeline and stage.
+"""Prometheus gauges of the pipeline's state per stage (`state.pipeline_state`).
 
-Written in the textfile format (for node_exporter's textfile collector) and/or
-pushed to a Pushgateway with `pushadd`. Rules in `alerts/recon.rules.yml` page
-on a breach and on no successful reconciliation for 26 hours.
+Not the last window of a run: a stage's `recon_breach` is 1 while any window of
+the horizon (`window.horizon`, 7 days) is breached at it in its latest result,
+with the worst loss ratio and the number of breached windows beside it. A run
+that failed publishes the same state (what is known) and the time of the error.
+Written in the textfile format (node_exporter's textfile collector) and/or
+pushed to a Pushgateway with `pushadd`. Rules: `alerts/recon.rules.yml`.
 """
 
 from __future__ import annotations
@@ -13,82 +16,88 @@ from datetime import datetime
 from prometheus_client import CollectorRegistry, Gauge, pushadd_to_gateway, write_to_textfile
 
 from recon.alerts.notifiers import AlertDeliveryError, safe_url
+from recon.alerts.state import LATENCIES, PipelineState
 from recon.config import END_TO_END, PipelineConfig
-from recon.engine.runner import RunReport
 from recon.model import COUNTERS
 
 _LABELS = ("pipeline", "stage")
-# Gauges from each stage's counters, named by Prometheus conventions (base units).
-_EVENT_GAUGES = {
-    "lost": "Events of the latest window lost at this hop",
-    "dead_lettered": "Events of the latest window dead-lettered at this hop",
-    "pending": "Events of the latest window still in flight at this hop",
-    "unverifiable": "Events of the latest window whose absence cannot be judged",
-    "upstream": "Events of the latest window that entered this hop",
-}
 
 
 def registry_for(
-    cfg: PipelineConfig, report: RunReport, last_success: datetime | None
+    cfg: PipelineConfig,
+    state: PipelineState,
+    last_success: datetime | None,
+    last_error: datetime | None = None,
 ) -> CollectorRegistry:
-    """The run's metrics in a fresh registry."""
+    """The pipeline's state as gauges, in a fresh registry."""
     registry = CollectorRegistry()
-    loss = Gauge(
-        "recon_loss_ratio",
-        "Lost / upstream events of the latest window, per hop",
-        _LABELS,
-        registry=registry,
-    )
-    threshold = Gauge(
-        "recon_loss_ratio_threshold", "Configured loss ratio threshold", _LABELS, registry=registry
-    )
-    breach = Gauge(
-        "recon_breach",
-        "1 when the latest window breached its threshold at this hop",
-        _LABELS,
-        registry=registry,
-    )
+
+    def gauge(name: str, text: str, labels: tuple[str, ...] = _LABELS) -> Gauge:
+        return Gauge(name, text, labels, registry=registry)
+
+    horizon = f"windows of the last {cfg.window.horizon} (latest results)"
+    breach = gauge("recon_breach", f"1 while a window is breached at this stage, of the {horizon}")
+    breached = gauge("recon_breached_windows", f"Breached {horizon} at this stage")
+    loss = gauge("recon_loss_ratio", f"The worst lost / upstream of the {horizon}")
+    threshold = gauge("recon_loss_ratio_threshold", "Configured loss ratio threshold")
     events = {
-        k: Gauge(f"recon_{k}_events", help_text, _LABELS, registry=registry)
-        for k, help_text in _EVENT_GAUGES.items()
+        c: gauge(f"recon_{c}_events", f"{c} events, summed over the {horizon}") for c in COUNTERS
     }
-    window_end = Gauge(
-        "recon_window_end_timestamp_seconds",
-        "End of the latest computed window",
-        ["pipeline"],
-        registry=registry,
+    latency = gauge(
+        "recon_latency_seconds",
+        "Latency quantiles (and max) of the latest window at this stage",
+        (*_LABELS, "quantile"),
     )
-    success = Gauge(
+    windows = gauge("recon_windows", f"The {horizon}, by status", ("pipeline", "status"))
+    pipeline_only = ("pipeline",)
+    window_end = gauge(
+        "recon_window_end_timestamp_seconds", "End of the latest window", pipeline_only
+    )
+    success = gauge(
         "recon_last_success_timestamp_seconds",
-        "When the last run that computed its windows finished",
-        ["pipeline"],
-        registry=registry,
+        "When the last run that computed finished",
+        pipeline_only,
     )
-    computed = [w for w in report.windows if w.end_to_end is not None]
-    if computed:
-        latest = computed[-1]
-        assert latest.end_to_end is not None
-        window_end.labels(cfg.pipeline).set(latest.window.end.timestamp())
-        for m in [*latest.stages[1:], latest.end_to_end]:
-            labels = (cfg.pipeline, m.stage)
-            loss.labels(*labels).set(m.loss_rate)
-            breach.labels(*labels).set(1 if m.breach else 0)
-            th = cfg.thresholds if m.stage == END_TO_END else cfg.thresholds_for(m.stage)
-            if th.loss_rate is not None:
-                threshold.labels(*labels).set(th.loss_rate)
-            for key, gauge in events.items():
-                assert key in COUNTERS
-                gauge.labels(*labels).set(getattr(m, key))
+    error = gauge(
+        "recon_last_error_timestamp_seconds",
+        "When the last run that failed finished",
+        pipeline_only,
+    )
+    for status, n in state.windows.items():
+        windows.labels(cfg.pipeline, status).set(n)
+    for stage in state.stages.values():
+        labels = (cfg.pipeline, stage.stage)
+        breach.labels(*labels).set(1 if stage.breached else 0)
+        breached.labels(*labels).set(stage.breached_windows)
+        loss.labels(*labels).set(stage.worst_loss_ratio)
+        th = cfg.thresholds if stage.stage == END_TO_END else cfg.thresholds_for(stage.stage)
+        if th.loss_rate is not None and stage.stage != cfg.origin.name:
+            threshold.labels(*labels).set(th.loss_rate)
+        for counter, value in stage.totals.items():
+            events[counter].labels(*labels).set(value)
+        for q in LATENCIES:
+            value_ms = stage.latency_ms.get(q)
+            if value_ms is not None:
+                latency.labels(*labels, "1" if q == "max" else f"0.{q[1:]}").set(value_ms / 1000)
+    if state.latest_end is not None:
+        window_end.labels(cfg.pipeline).set(state.latest_end.timestamp())
     if last_success is not None:
         success.labels(cfg.pipeline).set(last_success.timestamp())
+    if last_error is not None:
+        error.labels(cfg.pipeline).set(last_error.timestamp())
     return registry
 
 
-def publish(cfg: PipelineConfig, report: RunReport, last_success: datetime | None) -> None:
+def publish(
+    cfg: PipelineConfig,
+    state: PipelineState,
+    last_success: datetime | None,
+    last_error: datetime | None = None,
+) -> None:
     """Write the textfile and/or pushadd to the Pushgateway, as configured."""
     if cfg.metrics is None:
         return
-    registry = registry_for(cfg, report, last_success)
+    registry = registry_for(cfg, state, last_success, last_error)
     if cfg.metrics.textfile:
         os.makedirs(os.path.dirname(os.path.abspath(cfg.metrics.textfile)), exist_ok=True)
         write_to_textfile(cfg.metrics.textfile, registry)  # atomic: temp file + rename

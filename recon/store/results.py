@@ -313,33 +313,50 @@ class ResultStore:
 
     # -- alert state -----------------------------------------------------------------
 
-    def alert_state(self, pipeline: str, stage: str) -> AlertState:
-        """What was last notified for (pipeline, stage)."""
-        a = t.alert_state.c
+    def alert_state(self, pipeline: str, stage: str, route: str) -> AlertState:
+        """What `route` was last told about (pipeline, stage).
+
+        A route without a row of its own takes the state recon kept before delivery
+        was tracked per route (version 2), so an upgrade does not page twice.
+        """
+        d, a = t.alert_delivery.c, t.alert_state.c
         with self._begin() as conn:
             row = conn.execute(
-                sa.select(a.firing, a.last_notified_at).where(
-                    (a.pipeline == pipeline) & (a.stage == stage)
+                sa.select(d.firing, d.last_notified_at).where(
+                    (d.pipeline == pipeline) & (d.stage == stage) & (d.route == route)
                 )
             ).first()
+            if row is None:
+                row = conn.execute(
+                    sa.select(a.firing, a.last_notified_at).where(
+                        (a.pipeline == pipeline) & (a.stage == stage)
+                    )
+                ).first()
         if row is None:
             return AlertState()
         return AlertState(bool(row.firing), _aware(row.last_notified_at))
 
     def save_alert_state(
-        self, pipeline: str, stage: str, firing: bool, notified_at: datetime, window_id: str | None
+        self,
+        pipeline: str,
+        stage: str,
+        route: str,
+        firing: bool,
+        notified_at: datetime,
+        window_id: str | None,
     ) -> None:
-        """Record a delivered notice (one transaction)."""
-        a = t.alert_state.c
-        key = (a.pipeline == pipeline) & (a.stage == stage)
+        """Record a notice delivered to `route` (one transaction)."""
+        d = t.alert_delivery.c
+        key = (d.pipeline == pipeline) & (d.stage == stage) & (d.route == route)
         with self._begin() as conn:
-            old = conn.execute(sa.select(a.firing, a.opened_at).where(key)).first()
-            conn.execute(t.alert_state.delete().where(key))
+            old = conn.execute(sa.select(d.firing, d.opened_at).where(key)).first()
+            conn.execute(t.alert_delivery.delete().where(key))
             opened = old.opened_at if old is not None and old.firing and firing else None
             conn.execute(
-                t.alert_state.insert().values(
+                t.alert_delivery.insert().values(
                     pipeline=pipeline,
                     stage=stage,
+                    route=route,
                     firing=firing,
                     opened_at=opened or (_naive_utc(notified_at) if firing else None),
                     last_notified_at=_naive_utc(notified_at),
@@ -347,6 +364,17 @@ class ResultStore:
                     last_window_id=window_id,
                 )
             )
+
+    def last_error(self, pipeline: str) -> datetime | None:
+        """When the pipeline's last run that could not read a source (or store) finished."""
+        r = t.runs.c
+        with self._begin() as conn:
+            value = conn.execute(
+                sa.select(sa.func.max(r.finished_at)).where(
+                    (r.pipeline == pipeline) & (r.status == "error")
+                )
+            ).scalar()
+        return _aware(value)
 
     def last_success(self, pipeline: str) -> datetime | None:
         """When the pipeline's last run that computed its windows finished."""

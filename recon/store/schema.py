@@ -109,3 +109,16 @@ alert_state = Table(
     Column("resolved_at", TS),
     Column("last_window_id", String(36)),
 )
+
+alert_delivery = Table(
+    "recon_alert_delivery",
+    metadata,
+    Column("pipeline", Text, primary_key=True),
+    Column("stage", Text, primary_key=True),
+    Column("route", String(80), primary_key=True),
+    Column("firing", Boolean, nullable=False),
+    Column("opened_at", TS),
+    Column("last_notified_at", TS),
+    Column("resolved_at", TS),
+    Column("last_window_id", String(36)),
+)
