@@ -19,6 +19,9 @@ from recon.simulate.plant import Targets, pipeline_config, plant
 from recon.simulate.scenario import Scenario, plan
 from recon.simulate.truth import truth
 
+from . import promstack
+from .promstack import Prometheus
+
 START = datetime(2026, 11, 22, tzinfo=UTC)
 
 
@@ -257,3 +260,37 @@ def test_an_error_run_keeps_what_is_known(pg_url, bootstrap, unique, tmp_path, r
     assert f'recon_last_error_timestamp_seconds{{pipeline="{unique}"}}' in metrics
     assert f'recon_windows{{pipeline="{unique}",status="error"}} 1.0' in metrics
     assert receiver.take() == []
+
+
+prometheus = promstack.prometheus
+prometheus_rules = promstack.prometheus_rules
+pushgateway = promstack.pushgateway
+
+
+def test_prometheus_fires_for_the_incident_when_the_last_window_is_clean(
+    pg_url, bootstrap, unique, tmp_path, receiver, pushgateway: str, prometheus: Prometheus
+) -> None:
+    """The nightly shape: hours 0-2 in one run, hour 1 breached at the lake, hour 2 (the
+    last window) clean. recon pushes the pipeline's state to a Pushgateway that a real
+    Prometheus scrapes with recon's rules: ReconLossBreach fires for the lake (and not for
+    end_to_end: one incident, as recon's own notice). Before, the gauges described the last
+    window and the alert never fired. Once hour 1 is restated clean, the alert resolves."""
+    routes = [{"kind": "webhook", "url": f"{receiver.url}/hook"}]
+    config = _planted(pg_url, bootstrap, unique, tmp_path, receiver, routes=routes)
+    data = yaml.safe_load(config.read_text())
+    data["metrics"] = {"pushgateway": pushgateway}
+    config.write_text(yaml.safe_dump(data))
+    args = ["run", "--config", str(config), "--now", NOW]
+    assert main([*args, "--start", "2026-11-22T00:00Z", "--end", "2026-11-22T03:00Z"]) == 1
+    lake = {"pipeline": unique, "stage": "lake"}
+    alert = prometheus.wait_for_alert("ReconLossBreach", "firing", lake)
+    assert alert["labels"]["severity"] == "page"
+    firing = [a["labels"]["stage"] for a in prometheus.alerts() if a["state"] == "firing"]
+    assert firing == ["lake"]
+    assert [(p, b["action"], b["stage"]) for p, b in receiver.take()] == [
+        ("/hook", "trigger", "lake")
+    ]
+    _restate_hour_1_clean(tmp_path, unique)
+    assert main([*args, "--start", "2026-11-22T01:00Z", "--end", "2026-11-22T02:00Z"]) == 0
+    prometheus.wait_until_no_alert("ReconLossBreach", lake)
+    assert [(p, b["action"]) for p, b in receiver.take()] == [("/hook", "resolve")]

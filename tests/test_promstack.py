@@ -36,7 +36,7 @@ def test_loss_breach_fires_and_resolves(
     # honor_labels kept the pushed job, not the scrape job's name.
     assert alert["labels"]["job"] == "recon"
     assert alert["labels"]["severity"] == "page"
-    assert alert["annotations"]["summary"] == "p: events lost at lake"
+    assert alert["annotations"]["summary"] == "p: lake breached its limits"
 
     _push_breach(pushgateway, 0)
     prometheus.wait_until_no_alert("ReconLossBreach", labels)
