@@ -1,12 +1,17 @@
 """Nightly reconciliation: the previous day as hourly windows, mapped across workers.
 
 Configuration comes from Airflow Variables (or the environment):
-  recon_configs    JSON list of pipeline config paths (env RECON_CONFIGS)
-  recon_overrides  JSON of top-level config keys to override: thresholds, alerts
-                   (routes, renotify), metrics, results (env RECON_OVERRIDES)
-A source error (recon exit code 3) fails the window's task, which Airflow retries
-with exponential backoff. A breach is not retried: the gate task fails, once, so
-Airflow's own failure handling sees it, after one alert notice per breach.
+  recon_configs           JSON list of pipeline config paths (env RECON_CONFIGS)
+  recon_overrides         JSON of top-level config keys to override: thresholds, alerts
+                          (routes, renotify), metrics, results (env RECON_OVERRIDES)
+  recon_windows_per_task  consecutive windows one mapped task reconciles (default 6)
+A manual run reconciles the DAG param `day` (YYYY-MM-DD), else the day of its
+logical date, else yesterday; a scheduled run or a backfill its data interval.
+A source or store error (recon exit code 3) fails the task, which Airflow retries
+with exponential backoff; a configuration error (exit 2) or a bug fails at once.
+A breach is not retried: the `verdict` task fails, once, after the notices. Each
+pipeline whose night had no breach is announced on its Asset
+`recon://<pipeline>/reconciled`, which downstream DAGs can be scheduled on.
 Windows still incomplete from earlier nights are re-run and restated.
 """
 
@@ -15,8 +20,17 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from airflow.sdk import CronDataIntervalTimetable, Variable, dag, task
+from airflow.sdk import (
+    AssetAlias,
+    CronDataIntervalTimetable,
+    Param,
+    Variable,
+    dag,
+    task,
+)
 from airflow.sdk.exceptions import AirflowFailException
+
+RECONCILED = AssetAlias("recon-reconciled")
 
 
 def _variable(name: str) -> str | None:
@@ -31,20 +45,44 @@ def _variable(name: str) -> str | None:
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,
+    params={
+        "day": Param(
+            None,
+            type=["null", "string"],
+            description="UTC day to reconcile (YYYY-MM-DD); default: the run's own day",
+        )
+    },
     tags=["recon"],
 )
 def recon_nightly() -> None:
-    """Plan the windows, reconcile each as a mapped task, then gate and alert."""
+    """Plan the windows, reconcile them as mapped tasks, then gate, announce and judge."""
 
     @task
-    def plan_windows(data_interval_start: Any = None, data_interval_end: Any = None) -> list:
-        from recon.orchestration import config_paths, plan
+    def plan_windows(
+        params: Any = None,
+        dag_run: Any = None,
+        logical_date: Any = None,
+        data_interval_start: Any = None,
+        data_interval_end: Any = None,
+    ) -> list:
+        from datetime import UTC
 
-        return plan(
-            config_paths(_variable("recon_configs")),
+        from recon.orchestration import config_paths, night, plan
+
+        start, end = night(
             data_interval_start,
             data_interval_end,
+            day=(params or {}).get("day"),
+            manual=str(getattr(dag_run, "run_type", "")).endswith("manual"),
+            logical_date=logical_date,
+            now=datetime.now(UTC),
+        )
+        return plan(
+            config_paths(_variable("recon_configs")),
+            start,
+            end,
             _variable("recon_overrides"),
+            int(_variable("recon_windows_per_task") or 6),
         )
 
     @task(
@@ -54,23 +92,46 @@ def recon_nightly() -> None:
         max_retry_delay=timedelta(minutes=30),
     )
     def reconcile(item: dict) -> dict:
+        from recon.errors import ReconError
         from recon.orchestration import reconcile_item
 
-        return reconcile_item(item, _variable("recon_overrides"))
+        try:
+            return reconcile_item(item, _variable("recon_overrides"))
+        except ReconError as exc:
+            if exc.exit_code != 3:  # a bad configuration will not heal by retrying
+                raise AirflowFailException(str(exc)) from exc
+            raise  # a source or the store unavailable: retried
 
     @task(retries=0)
-    def gate(results: list) -> None:
+    def gate(results: list) -> dict:
         from datetime import UTC
 
         from recon.orchestration import gate as gate_windows
 
-        breached = gate_windows(list(results), datetime.now(UTC), _variable("recon_overrides"))
-        if breached:
+        return gate_windows(list(results), datetime.now(UTC), _variable("recon_overrides"))
+
+    @task(outlets=[RECONCILED])
+    def announce(breached: dict, outlet_events: Any = None) -> list:
+        from airflow.sdk import Asset
+
+        from recon.orchestration import asset_uri
+
+        clean = sorted(p for p, windows in breached.items() if not windows)
+        for pipeline in clean:
+            outlet_events[RECONCILED].add(Asset(asset_uri(pipeline)), extra={"pipeline": pipeline})
+        return clean
+
+    @task(retries=0)
+    def verdict(breached: dict) -> None:
+        found = [w for windows in breached.values() for w in windows]
+        if found:
             raise AirflowFailException(
-                f"loss above threshold in {len(breached)} window(s): " + "; ".join(breached[:10])
+                f"loss above threshold in {len(found)} window(s): " + "; ".join(found[:10])
             )
 
-    gate(reconcile.expand(item=plan_windows()))
+    judged = gate(reconcile.expand(item=plan_windows()))
+    announce(judged)
+    verdict(judged)
 
 
 recon_nightly()

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import yaml
 
@@ -21,7 +22,7 @@ from recon.config import PipelineConfig, parse_config
 from recon.engine.check import check
 from recon.engine.runner import run
 from recon.errors import ConfigError, ReconError
-from recon.model import StageMetrics, Window, WindowResult
+from recon.model import Window
 from recon.store import ResultStore, store_url
 from recon.timeutil import parse_instant
 
@@ -81,7 +82,7 @@ def _store(cfg: PipelineConfig, path: str) -> ResultStore:
 
 @dataclass(frozen=True)
 class Item:
-    """One mapped task: a config and one window."""
+    """One mapped task: a config and consecutive windows [start, end) reconciled in one run."""
 
     config: str
     start: str
@@ -92,19 +93,57 @@ class Item:
         return {"config": self.config, "start": self.start, "end": self.end}
 
 
-def plan(
-    paths: list[str], start: datetime, end: datetime, overrides: str | None = None
-) -> list[dict[str, str]]:
-    """Every window of [start, end) for every config, plus restated ones.
+def night(
+    data_interval_start: Any,
+    data_interval_end: Any,
+    *,
+    day: str | None = None,
+    manual: bool = False,
+    logical_date: Any = None,
+    now: datetime,
+) -> tuple[datetime, datetime]:
+    """The range a nightly run reconciles.
 
-    Windows of the last days whose latest result is still incomplete are re-run;
-    their new result supersedes the old one in the store.
+    Rule 1: a `day` (the DAG's param, YYYY-MM-DD) is that UTC day.
+    Rule 2: a manual run (Airflow 3 gives it no data interval of its own) reconciles
+            the last whole day before its logical date, as the scheduled run at that
+            time would (`--logical-date 2026-11-28` reconciles 2026-11-27), or
+            yesterday when it has none.
+    Rule 3: a scheduled run (and a backfill) reconciles its data interval.
     """
+    if day:
+        try:
+            start = parse_instant(f"{day}T00:00:00Z")
+        except ValueError:
+            raise ConfigError(f"day: not a date YYYY-MM-DD: {day!r}") from None
+        return start, start + timedelta(days=1)
+    if manual or data_interval_start is None or data_interval_end is None:
+        at = _instant(logical_date) if logical_date is not None else now
+        end = at.replace(hour=0, minute=0, second=0, microsecond=0)
+        return end - timedelta(days=1), end
+    return _instant(data_interval_start), _instant(data_interval_end)
+
+
+def _instant(value: Any) -> datetime:
     # Airflow hands over pendulum datetimes; recon works on plain UTC datetimes.
-    start, end = (
-        parse_instant(str(start).replace(" ", "T")),
-        parse_instant(str(end).replace(" ", "T")),
-    )
+    return parse_instant(str(value).replace(" ", "T"))
+
+
+def plan(
+    paths: list[str],
+    start: datetime,
+    end: datetime,
+    overrides: str | None = None,
+    windows_per_task: int = 6,
+) -> list[dict[str, str]]:
+    """The mapped tasks: every window of [start, end) for every config, plus restated ones.
+
+    Consecutive windows go `windows_per_task` to a task (one process start, one read
+    of each source for them, instead of one per window). Windows of the last days
+    whose latest result is still incomplete are re-run; their new result supersedes
+    the old one in the store.
+    """
+    start, end = _instant(start), _instant(end)
     items: list[Item] = []
     for path in paths:
         cfg = load(path, overrides)
@@ -123,12 +162,24 @@ def plan(
                 Window(r.window_start.to_pydatetime(), r.window_end.to_pydatetime())
                 for r in stale.itertuples()
             ] + windows
-        items += [Item(path, w.start.isoformat(), w.end.isoformat()) for w in windows]
+        for group in _consecutive(windows, max(1, windows_per_task)):
+            items.append(Item(path, group[0].start.isoformat(), group[-1].end.isoformat()))
     return [i.as_dict() for i in items]
 
 
+def _consecutive(windows: list[Window], most: int) -> list[list[Window]]:
+    """Runs of windows that follow each other, at most `most` long."""
+    groups: list[list[Window]] = []
+    for w in windows:
+        if groups and groups[-1][-1].end == w.start and len(groups[-1]) < most:
+            groups[-1].append(w)
+        else:
+            groups.append([w])
+    return groups
+
+
 def reconcile_item(item: dict[str, str], overrides: str | None = None) -> dict[str, Any]:
-    """Reconcile and store one window; an unreadable source raises (the task retries)."""
+    """Reconcile and store a task's windows; an unreadable source raises (the task retries)."""
     cfg = load(item["config"], overrides)
     report = run(
         cfg,
@@ -137,42 +188,33 @@ def reconcile_item(item: dict[str, str], overrides: str | None = None) -> dict[s
         _store(cfg, item["config"]),
         keep_missing=False,
     )
-    window = report.windows[0]
-    if window.status == "error":
-        raise ReconError(f"{cfg.pipeline} {window.window}: {window.error}")
+    for window in report.windows:
+        if window.status == "error":
+            raise ReconError(f"{cfg.pipeline} {window.window}: {window.error}")
     return {
         "config": item["config"],
-        "window": window.as_dict(),
+        "windows": [w.as_dict() for w in report.windows],
         "run_id": report.run_id,
-        "window_id": window.window_id,
     }
 
 
-def _result(entry: dict[str, Any], pipeline: str) -> WindowResult:
-    w = entry["window"]
-    stages = [StageMetrics(**{k: v for k, v in s.items() if k != "loss_rate"}) for s in w["stages"]]
-    e2e = {k: v for k, v in w["end_to_end"].items() if k != "loss_rate"}
-    return WindowResult(
-        pipeline,
-        Window(parse_instant(w["start"]), parse_instant(w["end"])),
-        w["status"],
-        w["events"],
-        stages,
-        StageMetrics(**e2e),
-        run_id=entry["run_id"],
-        window_id=entry["window_id"],
-    )
+def _breached(entry: dict[str, Any], pipeline: str) -> list[str]:
+    windows = entry["windows"]
+    return [f"{pipeline} [{w['start']}, {w['end']})" for w in windows if w["status"] == "breach"]
 
 
-def gate(results: list[dict[str, Any]], now: datetime, overrides: str | None = None) -> list[str]:
-    """After all windows: publish metrics and send alert notices, per pipeline.
+def gate(
+    results: list[dict[str, Any]], now: datetime, overrides: str | None = None
+) -> dict[str, list[str]]:
+    """After all tasks: publish metrics and send alert notices, per pipeline.
 
     Both follow each pipeline's stored state (not only tonight's windows): one
     notice per incident. Every pipeline is attempted; a delivery failure is raised
-    after all were. Returns the breached windows; the DAG fails its gate task when
-    there are any.
+    after all were. Returns each pipeline's breached windows of the night (the DAG
+    announces the clean ones and fails its verdict task on the others).
     """
-    breached, failures = [], []
+    breached: dict[str, list[str]] = {}
+    failures = []
     for path in sorted({r["config"] for r in results}):
         cfg = load(path, overrides)
         mine = [r for r in results if r["config"] == path]
@@ -180,11 +222,16 @@ def gate(results: list[dict[str, Any]], now: datetime, overrides: str | None = N
             publish_and_notify(cfg, _store(cfg, path), now, mine[-1]["run_id"])
         except ReconError as exc:
             failures.append(f"{cfg.pipeline}: {exc}")
-        windows = sorted((_result(r, cfg.pipeline) for r in mine), key=lambda w: w.window.start)
-        breached += [f"{cfg.pipeline} {w.window}" for w in windows if w.status == "breach"]
+        found = breached.setdefault(cfg.pipeline, [])
+        found += [w for r in mine for w in _breached(r, cfg.pipeline)]
     if failures:
         raise AlertDeliveryError("; ".join(failures))
     return breached
+
+
+def asset_uri(pipeline: str) -> str:
+    """The Airflow Asset a pipeline's clean night is announced on (downstream DAGs wait on it)."""
+    return f"recon://{quote(pipeline, safe='')}/reconciled"
 
 
 def early_warning(
@@ -198,7 +245,7 @@ def early_warning(
     flagged = []
     for path in paths:
         cfg = load(path, overrides)
-        until = parse_instant(str(end).replace(" ", "T"))
+        until = _instant(end)
         for w in check(cfg, until - timedelta(hours=hours), until, max_drop):
             flagged += [
                 f"{cfg.pipeline} {w.window} {h.stage}: {h.drop:.1%} drop "

@@ -27,7 +27,8 @@ from .conftest import missing_in_ci_fails
 from .test_alerts import Receiver
 
 ROOT = Path(__file__).parent.parent
-DAY1 = datetime(2026, 11, 24, tzinfo=UTC)
+# Three days back: alerts and metrics look at the last 7 days (window.horizon) from now.
+DAY1 = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=3)
 DAY2 = DAY1 + timedelta(days=1)
 
 
@@ -87,13 +88,8 @@ def test_dags_import(airflow_home: Path) -> None:
     assert result == {"import_errors": {}, "dag_ids": ["recon_intraday", "recon_nightly"]}
 
 
-def test_nightly_dag_breach_pages_once_and_clean_night_resolves(
-    airflow_home, pg_url, bootstrap, unique, tmp_path, receiver
-) -> None:
-    """Two planted days x 24 h x 100 events. Day 1: the lake loses 30 % from 02:00 to 10:00.
-    Day 2: clean. The day-1 run maps 24 windows (all succeed, all stored), its gate fails,
-    and the receiver gets exactly one trigger (lake, 30 of 100 lost in the worst window).
-    The day-2 run succeeds and sends exactly one resolve."""
+def _planted_days(pg_url: str, bootstrap: str, unique: str, tmp_path: Path) -> Path:
+    """Two days x 24 h x 100 events; day 1's lake loses 30 % from 02:00 to 10:00."""
     targets = Targets(pg_url, bootstrap, tmp_path / "lake", unique)
     plant(
         plan(
@@ -109,6 +105,19 @@ def test_nightly_dag_breach_pages_once_and_clean_night_resolves(
     )
     config = tmp_path / "pipeline.yaml"
     config.write_text(yaml.safe_dump(pipeline_config(targets, results="results.sqlite")))
+    return config
+
+
+def test_nightly_dag_pages_once_per_incident_and_announces_clean_nights(
+    airflow_home, pg_url, bootstrap, unique, tmp_path, receiver
+) -> None:
+    """Day 1: the lake loses 30 % from 02:00 to 10:00. Day 2: clean. The day-1 run maps its 24
+    windows to 4 tasks of 6 (all succeed, all 24 stored), the gate sends exactly one trigger
+    (lake, 30 of 100 lost in the worst window, 8 windows breached), nothing is announced and
+    the verdict task fails. The day-2 run succeeds, announces the pipeline on its Asset, and
+    sends nothing: day 1's windows are still breached within the 7-day horizon (before,
+    a clean night resolved the incident)."""
+    config = _planted_days(pg_url, bootstrap, unique, tmp_path)
     variables = {
         "AIRFLOW_VAR_RECON_CONFIGS": json.dumps([str(config)]),
         "AIRFLOW_VAR_RECON_OVERRIDES": json.dumps(
@@ -116,13 +125,15 @@ def test_nightly_dag_breach_pages_once_and_clean_night_resolves(
         ),
     }
     night1 = _airflow(airflow_home, "recon_nightly", DAY2.isoformat(), env=variables)
-    assert night1["interval"] == ["2026-11-24 00:00:00+00:00", "2026-11-25 00:00:00+00:00"]
     assert night1["state"] == "failed"
-    assert night1["tasks"]["reconcile"] == ["success"] * 24
-    assert night1["tasks"]["gate"] == ["failed"]
+    assert night1["tasks"]["reconcile"] == ["success"] * 4
+    assert night1["tasks"]["gate"] == ["success"]
+    assert night1["tasks"]["verdict"] == ["failed"]
+    assert night1["asset_events"] == []
     store = ResultStore(f"sqlite:///{tmp_path / 'results.sqlite'}")
     windows = store.windows(unique)
     assert len(windows) == 24
+    assert windows["window_start"].iloc[0].to_pydatetime() == DAY1
     assert list(windows["status"]) == ["ok"] * 2 + ["breach"] * 8 + ["ok"] * 14
     notices = receiver.take()
     assert [
@@ -134,8 +145,41 @@ def test_nightly_dag_breach_pages_once_and_clean_night_resolves(
         airflow_home, "recon_nightly", (DAY2 + timedelta(days=1)).isoformat(), env=variables
     )
     assert night2["state"] == "success"
-    assert night2["tasks"]["reconcile"] == ["success"] * 24
-    assert [(b["action"], b["stage"]) for _, b in receiver.take()] == [("resolve", "lake")]
+    assert night2["tasks"]["reconcile"] == ["success"] * 4
+    assert night2["asset_events"] == [[f"recon://{unique}/reconciled", {"pipeline": unique}]]
+    assert receiver.take() == []
+
+
+def test_a_manual_run_reconciles_its_day_and_a_bad_config_is_not_retried(
+    airflow_home, pg_url, bootstrap, unique, tmp_path
+) -> None:
+    """A manual run with the param day = day 2 reconciles day 2's 24 windows (Airflow 3 gives
+    a manual run no data interval: it used to fail on 'None'). Then the pipeline's suite file
+    is made to disagree with its thresholds (a configuration error, exit 2): each reconcile
+    task fails on its first try instead of being retried for half an hour."""
+    config = _planted_days(pg_url, bootstrap, unique, tmp_path)
+    variables = {"AIRFLOW_VAR_RECON_CONFIGS": json.dumps([str(config)])}
+    day2 = DAY2.date().isoformat()
+    manual = _airflow(
+        airflow_home, "recon_nightly", (DAY2 + timedelta(days=5)).isoformat(),
+        json.dumps({"day": day2}), env=variables,
+    )  # fmt: skip
+    assert manual["state"] == "success", manual
+    store = ResultStore(f"sqlite:///{tmp_path / 'results.sqlite'}")
+    starts = store.windows(unique)["window_start"]
+    assert (starts.min().to_pydatetime(), starts.max().to_pydatetime(), len(starts)) == (
+        DAY2,
+        DAY2 + timedelta(hours=23),
+        24,
+    )
+    suite = tmp_path / "expectations" / f"{unique}.json"
+    data = json.loads(suite.read_text())
+    data["expectations"][0]["kwargs"]["max_value"] = 0.5
+    suite.write_text(json.dumps(data))
+    broken = _airflow(airflow_home, "recon_nightly", DAY2.isoformat(), env=variables)
+    assert broken["state"] == "failed"
+    assert broken["tasks"]["reconcile"] == ["failed"] * 4
+    assert broken["tries"]["reconcile"] == [1] * 4
 
 
 def test_intraday_dag_flags_the_drop_and_stays_quiet_when_clean(

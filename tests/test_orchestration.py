@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
 import yaml
 
+from recon.errors import ConfigError
 from recon.model import StageMetrics, Window, WindowResult
-from recon.orchestration import plan
+from recon.orchestration import night, plan
 from recon.store import ResultStore
 
 NOW = datetime(2026, 11, 28, tzinfo=UTC)
@@ -46,10 +48,42 @@ def test_nightly_plan_restates_incomplete_windows(tmp_path) -> None:
         )
         store.save_window(result, {})
     day = datetime(2026, 11, 27, tzinfo=UTC)
-    items = plan([str(config)], day, day + timedelta(days=1))
-    assert len(items) == 25
-    assert items[0]["start"] == "2026-11-26T23:00:00+00:00"
-    assert items[1]["start"] == "2026-11-27T00:00:00+00:00"
+    items = plan([str(config)], day, day + timedelta(days=1), windows_per_task=6)
+    # 23:00 runs straight into the night's windows: the first task takes it and 5 more.
+    assert [(i["start"][5:16], i["end"][5:16]) for i in items] == [
+        ("11-26T23:00", "11-27T05:00"),
+        ("11-27T05:00", "11-27T11:00"),
+        ("11-27T11:00", "11-27T17:00"),
+        ("11-27T17:00", "11-27T23:00"),
+        ("11-27T23:00", "11-28T00:00"),
+    ]
+    assert len(plan([str(config)], day, day + timedelta(days=1), windows_per_task=1)) == 25
+
+
+D = datetime(2026, 11, 28, tzinfo=UTC)
+NIGHTS = [
+    # data interval, day param, manual, logical date, expected, why
+    ((D - timedelta(1), D), None, False, D, (D - timedelta(1), D), "scheduled: its interval"),
+    ((None, None), None, True, None, (D, D + timedelta(1)), "manual: yesterday (now 11-29)"),
+    ((None, None), None, True, D, (D - timedelta(1), D), "manual at 11-28: the day before"),
+    ((D, D + timedelta(hours=13)), None, True, D + timedelta(hours=13),
+     (D - timedelta(1), D), "manual, an interval from 'now': the last whole day"),
+    ((D - timedelta(1), D), "2026-11-20", False, D,
+     (datetime(2026, 11, 20, tzinfo=UTC), datetime(2026, 11, 21, tzinfo=UTC)), "the day param"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("interval", "day", "manual", "logical", "want", "why"), NIGHTS, ids=[n[-1] for n in NIGHTS]
+)
+def test_which_night_a_run_reconciles(interval, day, manual, logical, want, why) -> None:
+    now = D + timedelta(days=1, hours=3)
+    assert night(*interval, day=day, manual=manual, logical_date=logical, now=now) == want
+
+
+def test_a_day_param_that_is_no_date_is_a_configuration_error() -> None:
+    with pytest.raises(ConfigError, match="day: not a date"):
+        night(None, None, day="yesterday", now=D)
 
 
 def test_threshold_overrides_get_a_suite_of_their_own(tmp_path, monkeypatch) -> None:
