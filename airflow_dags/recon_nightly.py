@@ -67,6 +67,8 @@ def recon_nightly() -> None:
     ) -> list:
         from datetime import UTC
 
+        from airflow.configuration import conf
+
         from recon.orchestration import config_paths, night, plan
 
         start, end = night(
@@ -83,6 +85,7 @@ def recon_nightly() -> None:
             end,
             _variable("recon_overrides"),
             int(_variable("recon_windows_per_task") or 6),
+            executor=conf.get("core", "executor"),
         )
 
     @task(

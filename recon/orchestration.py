@@ -80,6 +80,26 @@ def _store(cfg: PipelineConfig, path: str) -> ResultStore:
     return ResultStore(store_url(cfg.results, Path(path).resolve().parent))
 
 
+# Executors whose tasks all run on the scheduler's machine, where one SQLite file is shared.
+LOCAL_EXECUTORS = frozenset({"LocalExecutor", "SequentialExecutor", "DebugExecutor"})
+
+
+def shared_store(cfg: PipelineConfig, path: str, executor: str | None) -> None:
+    """Refuse a SQLite results store when tasks may run on other machines.
+
+    With Celery or Kubernetes workers each would write a file of its own: the
+    gate would see none of the windows, and nothing would page.
+    """
+    url = store_url(cfg.results, Path(path).resolve().parent)
+    names = {e.strip().rsplit(".", 1)[-1] for e in (executor or "").split(",") if e.strip()}
+    if url.startswith("sqlite") and names and not names <= LOCAL_EXECUTORS:
+        raise ConfigError(
+            f"{path}: results is a SQLite file ({url}), but Airflow's executor "
+            f"{executor} runs tasks on other machines, each of which would write its own: "
+            "set `results` (or recon_overrides) to a shared PostgreSQL URL"
+        )
+
+
 @dataclass(frozen=True)
 class Item:
     """One mapped task: a config and consecutive windows [start, end) reconciled in one run."""
@@ -135,18 +155,21 @@ def plan(
     end: datetime,
     overrides: str | None = None,
     windows_per_task: int = 6,
+    executor: str | None = None,
 ) -> list[dict[str, str]]:
     """The mapped tasks: every window of [start, end) for every config, plus restated ones.
 
     Consecutive windows go `windows_per_task` to a task (one process start, one read
     of each source for them, instead of one per window). Windows of the last days
     whose latest result is still incomplete are re-run; their new result supersedes
-    the old one in the store.
+    the old one in the store. `executor` (Airflow's [core] executor) decides whether
+    the workers share the machine, and so whether a SQLite store can be shared.
     """
     start, end = _instant(start), _instant(end)
     items: list[Item] = []
     for path in paths:
         cfg = load(path, overrides)
+        shared_store(cfg, path, executor)
         windows = Window(start, end).split(cfg.window.size)
         stored = _store(cfg, path)
         stored.upgrade()

@@ -116,3 +116,33 @@ def test_threshold_overrides_get_a_suite_of_their_own(tmp_path, monkeypatch) -> 
     ensure_suite(deployed)  # and checked: the same thresholds
     ensure_suite(plain)  # the file's suite is untouched
     assert ensure_suite(deployed)["expectations"][0]["kwargs"]["max_value"] == 0.01
+
+
+@pytest.mark.parametrize(
+    ("results", "executor", "refused"),
+    [
+        ("r.sqlite", "LocalExecutor", False),
+        ("r.sqlite", "CeleryExecutor", True),
+        ("r.sqlite", "LocalExecutor,airflow.providers.celery.executors.CeleryExecutor", True),
+        ("postgresql+psycopg://recon@db/recon", "KubernetesExecutor", False),
+        ("r.sqlite", None, False),  # outside Airflow
+    ],
+)
+def test_a_sqlite_store_is_refused_where_workers_do_not_share_it(
+    tmp_path, results: str, executor: str | None, refused: bool
+) -> None:
+    """Each Celery or Kubernetes worker would write a SQLite file of its own: the plan stops
+    with a configuration error naming the executor; a local executor shares the file."""
+    from recon.config import load_config
+    from recon.orchestration import shared_store
+
+    config = tmp_path / "p.yaml"
+    stages = [{"name": "a", "source": "files", "path": "x"}, {"name": "b", "source": "files",
+              "path": "y"}]  # fmt: skip
+    config.write_text(yaml.safe_dump({"pipeline": "p", "results": results, "stages": stages}))
+    cfg = load_config(config)
+    if refused:
+        with pytest.raises(ConfigError, match=f"executor {executor}"):
+            shared_store(cfg, str(config), executor)
+    else:
+        shared_store(cfg, str(config), executor)
