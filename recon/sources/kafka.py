@@ -1,20 +1,42 @@
 """`kafka` source: the messages of a topic, by the offsets that hold a time range.
 
-The offset range per partition comes from `offsets_for_times` (start and end),
-bounded by the watermarks; that range is read with `assign()` and explicit
-offsets. recon never subscribes, never commits, never joins a group.
+Each partition is read with `assign()` from an explicit offset, read_committed
+(aborted records never count, transaction markers are never delivered), and
+never past its high watermark (the last stable offset) taken before the read.
+recon never subscribes, never commits, never joins a group.
 
-Record timestamps need not grow with offsets: producers' clocks differ, and a
-retried batch is appended after newer ones. A record stamped before the end can
-be stored after the first one stamped at the end, so each range is read up to
-the first record stamped `out_of_order` past its end. Every record of that
-offset range is returned, whatever its stamp (the engine places rows by time),
-so consecutive reads are exact by offsets: the rest of a range read before
-starts where that read ended (`SourceConfig.read_past_end`). A read that sees
-records further out of order than the allowance says so, and so does one that
-holds a record of its range stored past its end (librdkafka prefetched it).
+Per partition, B(T) is the offset of the first committed data record stamped T
+or later, or the high watermark taken before the read when there is none. A
+read of [a, b) returns every record delivered at the offsets [B(a), B(b +
+out_of_order)), whatever its stamp (the engine places rows by time). Record
+timestamps need not grow with offsets: producers' clocks differ, and a retried
+batch is appended after newer ones. A record stamped before b can be stored
+after the first one stamped b, so the read goes on to the first record stamped
+`out_of_order` past b. A read that sees records further out of order than the
+allowance says so, and so does one that holds a record of its range stored
+past its end (librdkafka prefetched it).
+
+B is found in the records as they are read, not by `offsets_for_times`: the
+broker answers with the earliest offset stamped T or later *counting transaction
+markers*, and a marker carries the broker's clock at commit. Records older than
+their commit (a backfill, MirrorMaker 2 catching up, a lagging exactly-once app)
+are stored among markers stamped hours after them, and `offsets_for_times` lands
+on the first marker: a range ended there read 74 of 894 records. Its answer c(T)
+is only a lower bound of B(T): every offset before c(T) is stamped before T. A
+read starts at c(a) and drops each partition's records up to the first stamped a
+or later; it ends a partition at the first record stamped b + out_of_order or
+later (not kept), or at the high watermark.
+
+Consecutive reads are exact by offsets: a read of [a, b) ends at B(b +
+out_of_order), which is where a read of [b + out_of_order, c) starts. That is
+how the rest of a range read before is read (`SourceConfig.read_past_end`,
+engine/carry.py) without a record twice or missing. (Records appended after a
+read may still belong to its range; carry reads ranges younger than the settle
+time again.)
+
 The fetch loop is the only per-message Python in recon, and it only copies
-fields out of librdkafka's messages; ID extraction and filtering are columnar.
+fields out of librdkafka's messages; bounds, ID extraction and filtering are
+columnar.
 """
 
 from __future__ import annotations
@@ -89,7 +111,12 @@ class Config(SourceConfig):
 
 @dataclass(frozen=True)
 class OffsetRange:
-    """The offsets [start, end) of one partition that hold the time range's records."""
+    """offsets_for_times' offsets of one partition for a time range, and its watermarks.
+
+    `start` and `end` are the earliest offsets stamped at or after the range's start
+    and end, counting transaction markers (else `high`): every offset before `start`
+    is stamped before the range. A read finds its exact bounds from there.
+    """
 
     partition: int
     start: int
@@ -125,6 +152,10 @@ def _consumer(cfg: Config, largest_range: int = 100_000) -> Consumer:
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
             "enable.partition.eof": True,
+            # librdkafka's default, and what every count assumes: aborted records and
+            # transaction markers are never delivered, and the high watermark is the
+            # last stable offset. A `client:` setting cannot change it.
+            "isolation.level": "read_committed",
             # An offset that vanished under us must fail, never silently jump.
             "auto.offset.reset": "error",
             "fetch.max.bytes": 64 << 20,
@@ -180,9 +211,10 @@ def _retrying(cfg: Config, call: Callable[[], T]) -> T:
 
 
 def offset_ranges(consumer: Consumer, cfg: Config, window: Window) -> list[OffsetRange]:
-    """Per partition, the offsets from the first record stamped in `window` to the first after.
+    """Per partition, the offsets from the first stamped in `window` to the first after.
 
-    They hold every record of the window when timestamps grow with offsets.
+    They hold every record of the window when timestamps grow with offsets and no
+    transaction marker is stamped after the records stored behind it.
     """
     return offset_ranges_many(consumer, cfg, [window])[0]
 
@@ -240,7 +272,7 @@ def read(cfg: Config, window: Window) -> LedgerRead:
         largest = max((r.end - r.start for r in ranges), default=0)
         consumer = _consumer(cfg, largest)
         try:
-            fetched, disorder = _fetch(consumer, cfg, ranges, _ceil_ms(window.end))
+            fetched, disorder = _fetch(consumer, cfg, ranges, window)
         finally:
             consumer.close()
     except KafkaException as exc:
@@ -264,7 +296,9 @@ class _Disorder:
     """How far each partition's record timestamps fell behind those stored before them.
 
     Also the first record of each partition stamped before `end_ms` (the range's
-    end) among those prefetched past the read's end: a record of the range not read.
+    end) among those delivered past its partition's end (the first record stamped
+    `out_of_order` after the range's end) and under its high watermark: a record
+    of the range not read.
     """
 
     def __init__(self, end_ms: int) -> None:
@@ -274,7 +308,7 @@ class _Disorder:
         self.unread: dict[int, tuple[int, int]] = {}  # partition: (offset, ms)
 
     def past_end(self, part: np.ndarray, off: np.ndarray, ts: np.ndarray) -> None:
-        """Records prefetched past their partition's end offset."""
+        """Records delivered past their partition's end."""
         for i in np.flatnonzero(ts < self.end_ms).tolist():
             self.unread.setdefault(int(part[i]), (int(off[i]), int(ts[i])))
 
@@ -309,32 +343,139 @@ class _Disorder:
         return notes
 
 
-def _fetch(
-    consumer: Consumer, cfg: Config, ranges: list[OffsetRange], end_ms: int
-) -> tuple[pa.Table, _Disorder]:
-    """Read exactly [start, end) of every partition (columns partition/offset/ts_ms/raw).
+def _first(hits: np.ndarray, default: int) -> int:
+    """The index of the first True, else `default`."""
+    i = int(hits.argmax()) if hits.size else 0
+    return i if hits.size and hits[i] else default
 
-    Also how far out of timestamp order its records are (`_Disorder`, which
-    looks out for records stamped before `end_ms`, the range's end, past the read).
+
+class _Bounds:
+    """Where each partition's read starts and ends, found in its records as they come.
+
+    A partition is read from offsets_for_times of `start_ms` (every record before
+    it is stamped earlier). Its records up to the first stamped `start_ms` or later,
+    B(start), are dropped; the first stamped `stop_ms` or later, B(stop), ends it
+    and is dropped too, and so does reaching the high watermark taken before the
+    read. `guess` (offsets_for_times of `stop_ms`, else the high watermark) and
+    `next` (the offset after the last delivered) only estimate how many records
+    may still come.
     """
-    todo = {r.partition: r.end for r in ranges if r.start < r.end}
-    # librdkafka's batch consume waits for the whole timeout unless it fills the
-    # batch, so never ask for more than can still come (an upper bound: transaction
-    # markers and compacted offsets take offsets without delivering a message).
-    expected = sum(r.end - r.start for r in ranges if r.start < r.end)
-    batches: list[pa.RecordBatch] = []
-    disorder = _Disorder(end_ms)
-    if not todo:
+
+    def __init__(self, ranges: list[OffsetRange], start_ms: int, stop_ms: int) -> None:
+        self.start_ms, self.stop_ms = start_ms, stop_ms
+        # The partitions still read, with their high watermark: none is read past it.
+        self.todo = {r.partition: r.high for r in ranges if r.start < r.high}
+        size = max(self.todo, default=-1) + 1
+        self.high = np.zeros(size, np.int64)
+        self.guess = np.zeros(size, np.int64)
+        self.next = np.zeros(size, np.int64)
+        self.started = np.zeros(size, bool)  # B(start) was delivered
+        self.active = np.zeros(size, bool)
+        for r in ranges:
+            if r.partition in self.todo:
+                p = r.partition
+                self.high[p], self.guess[p], self.next[p] = r.high, r.end, r.start
+                self.active[p] = True
+
+    def expected(self) -> int:
+        """An upper-bound estimate of the messages still to come before each end.
+
+        Up to the guessed end and one more (the record that ends the partition, or
+        its EOF); past the guess (it was a marker stamped after later records), up
+        to the high watermark. Markers and aborted records take offsets too.
+        """
+        p = np.fromiter(self.todo, np.int64, len(self.todo))
+        nxt = self.next[p]
+        return int((np.where(nxt <= self.guess[p], self.guess[p], self.high[p]) - nxt + 1).sum())
+
+    def split(
+        self, part: np.ndarray, off: np.ndarray, ts: np.ndarray
+    ) -> tuple[np.ndarray | None, list[int], np.ndarray]:
+        """Divide one batch (each partition's records in offset order).
+
+        Returns the indices of the records read (None: all of them), the partitions
+        that end with it, and the indices of the records delivered past their
+        partition's end and under its watermark.
+        """
+        np.maximum.at(self.next, part, off + 1)
+        high = self.high[part]
+        if (
+            self.active[part].all()
+            and self.started[part].all()
+            and int(ts.max()) < self.stop_ms
+            and (off < high - 1).all()
+        ):
+            return None, [], np.empty(0, np.int64)  # inside every partition's range
+        keep = np.zeros(len(part), bool)
+        done: list[int] = []
+        past = [np.empty(0, np.int64)]
+        for p in np.unique(part).tolist():
+            idx = np.flatnonzero(part == p)
+            o, t = off[idx], ts[idx]
+            below = int(np.searchsorted(o, self.high[p]))  # never read past the watermark
+            if not self.active[p]:  # prefetched after its end, in a batch after the end's
+                past.append(idx[:below])
+                continue
+            first = 0
+            if not self.started[p]:  # records before B(start) are stamped before it
+                first = _first(t[:below] >= self.start_ms, below)
+                self.started[p] = first < below
+            last = first + _first(t[first:below] >= self.stop_ms, below - first)
+            keep[idx[first:last]] = True
+            if last < below:  # B(stop): the first record stamped out_of_order past the end
+                done.append(p)
+                past.append(idx[last + 1 : below])
+            elif o[-1] >= self.high[p] - 1:  # everything under the watermark was delivered
+                done.append(p)
+        return np.flatnonzero(keep), done, np.concatenate(past)
+
+    def at_high(self, consumer: Consumer, cfg: Config) -> list[int]:
+        """Partitions whose position reached the watermark, past markers or aborted records.
+
+        librdkafka moves the position past the markers it reads; their EOF would
+        only come with the next fetch, up to fetch.wait.max.ms later.
+        """
+        if not self.todo:
+            return []
+        positions = consumer.position([TopicPartition(cfg.topic, p) for p in self.todo])
+        return [tp.partition for tp in positions if tp.offset >= self.todo[tp.partition]]
+
+    def finish(self, consumer: Consumer, cfg: Config, done: list[int]) -> None:
+        """Stop reading `done` (librdkafka drops what it prefetched of them)."""
+        done = [p for p in done if p in self.todo]
+        if done:
+            consumer.incremental_unassign([TopicPartition(cfg.topic, p) for p in done])
+            for p in done:
+                del self.todo[p]
+                self.active[p] = False
+
+
+def _fetch(
+    consumer: Consumer, cfg: Config, ranges: list[OffsetRange], window: Window
+) -> tuple[pa.Table, _Disorder]:
+    """Every record of [B(start), B(end + out_of_order)) of each partition (module doc).
+
+    Columns partition/offset/ts_ms/raw. Also how far out of timestamp order its
+    records are (`_Disorder`, which looks out for records stamped before the
+    window's end delivered past a partition's end).
+    """
+    disorder = _Disorder(_ceil_ms(window.end))
+    bounds = _Bounds(ranges, _ceil_ms(window.start), _ceil_ms(window.end + cfg.out_of_order))
+    if not bounds.todo:
         return _raw_batch([], [], [], []), disorder
+    # Even a range whose guessed end is its start is read: records stamped inside it
+    # may follow the marker offsets_for_times found.
     consumer.assign(
-        [TopicPartition(cfg.topic, r.partition, r.start) for r in ranges if r.partition in todo]
+        [
+            TopicPartition(cfg.topic, r.partition, r.start)
+            for r in ranges
+            if r.partition in bounds.todo
+        ]
     )
-    ends = np.full(max(todo) + 1, -1, dtype=np.int64)
-    for p, end in todo.items():
-        ends[p] = end
+    batches: list[pa.RecordBatch] = []
     pick = _picker(cfg.id)
     with gc_paused():
-        _fetch_loop(consumer, cfg, todo, ends, expected, (pick, disorder), batches)
+        _fetch_loop(consumer, cfg, bounds, (pick, disorder), batches)
     fetched = pa.Table.from_batches(batches) if batches else _raw_batch([], [], [], [])
     return fetched, disorder
 
@@ -342,51 +483,60 @@ def _fetch(
 def _fetch_loop(
     consumer: Consumer,
     cfg: Config,
-    todo: dict[int, int],
-    ends: np.ndarray,
-    expected: int,
+    bounds: _Bounds,
     keep: tuple[Any, _Disorder],
     batches: list[pa.RecordBatch],
 ) -> None:
-    """Consume until every partition in `todo` reached its end offset; append to `batches`.
+    """Consume until every partition of `bounds` reached its end; append to `batches`.
 
-    `keep`: the ID's accessor, and the `_Disorder` that sees every record.
+    `keep`: the ID's accessor, and the `_Disorder` that sees every record read.
     """
     pick, disorder = keep
     last_progress = time.monotonic()
-    while todo:
-        msgs = consumer.consume(num_messages=max(1, min(_BATCH, expected)), timeout=0.5)
+    while bounds.todo:
+        # A batch consume waits for its whole timeout unless it fills the batch, and
+        # how many records may still come is only an estimate (markers and aborted
+        # records take offsets; records stamped in the range may follow the marker
+        # offsets_for_times found): take what librdkafka holds, up to the estimate,
+        # and when it holds nothing, wait for the next message only.
+        ask = max(1, min(_BATCH, bounds.expected()))
+        msgs = consumer.consume(num_messages=ask, timeout=0)
+        if not msgs:  # partitions past their last marker end without waiting for EOF
+            bounds.finish(consumer, cfg, bounds.at_high(consumer, cfg))
+            if not bounds.todo:
+                break
+            msgs = consumer.consume(num_messages=1, timeout=0.5)  # the next to arrive
         if not msgs:
             if time.monotonic() - last_progress > cfg.timeout_s:
                 raise SourceError(
                     f"{describe(cfg)}: no progress for {cfg.timeout_s:g}s reading partitions "
-                    f"{sorted(todo)} (last offsets wanted: {todo})"
+                    f"{sorted(bounds.todo)} (high watermarks: {bounds.todo})"
                 )
             continue
         last_progress = time.monotonic()
+        ended: list[int] = []  # at the end of the log, after their records in this batch
         if any(map(Message.error, msgs)):  # in C: errors (partition ends) are rare
             errors = [m for m in msgs if m.error() is not None]
             msgs = [m for m in msgs if m.error() is None]
-            for m in errors:
-                _on_error(consumer, cfg, m, todo)
+            ended = [p for p in (_on_error(cfg, m, bounds) for m in errors) if p is not None]
         if not msgs:
+            bounds.finish(consumer, cfg, ended)
             continue
         # map() over the C methods keeps the per-message work out of the interpreter loop.
         part = np.fromiter(map(Message.partition, msgs), np.int32, len(msgs))
         off = np.fromiter(map(Message.offset, msgs), np.int64, len(msgs))
-        mine, done = _clip(part, off, ends, todo)
-        if not mine.all():  # prefetched past the end: copy nothing more out of those
-            past = [m for m, k in zip(msgs, mine.tolist(), strict=True) if not k]
-            late = np.fromiter(map(_second, map(Message.timestamp, past)), np.int64, len(past))
-            disorder.past_end(part[~mine], off[~mine], late)
-            msgs = [m for m, k in zip(msgs, mine.tolist(), strict=True) if k]
-            part, off = part[mine], off[mine]
-        expected -= len(msgs)
-        _finish(consumer, cfg, done, todo)
         # Straight into an array: a list of 500 k ints, then its conversion, cost 30 % more.
         ts = np.fromiter(map(_second, map(Message.timestamp, msgs)), np.int64, len(msgs))
-        disorder.see(part, ts)
-        batches.append(_raw_batch(part, off, ts, list(map(pick, msgs))))
+        kept, done, past = bounds.split(part, off, ts)
+        if past.size:
+            disorder.past_end(part[past], off[past], ts[past])
+        if kept is not None:  # copy nothing more out of the others
+            msgs = list(map(msgs.__getitem__, kept.tolist()))
+            part, off, ts = part[kept], off[kept], ts[kept]
+        bounds.finish(consumer, cfg, done + ended)
+        if msgs:
+            disorder.see(part, ts)
+            batches.append(_raw_batch(part, off, ts, list(map(pick, msgs))))
 
 
 def _raw_batch(part: Any, off: Any, ts: Any, raw: list) -> pa.RecordBatch:
@@ -401,31 +551,14 @@ def _raw_batch(part: Any, off: Any, ts: Any, raw: list) -> pa.RecordBatch:
     )
 
 
-def _clip(
-    part: np.ndarray, off: np.ndarray, ends: np.ndarray, todo: dict[int, int]
-) -> tuple[np.ndarray, list[int]]:
-    """Which records are before their partition's end offset; which partitions are done."""
-    end = ends[part]
-    reached = part[off >= end - 1]
-    done = sorted(set(np.unique(reached).tolist()) & todo.keys())
-    return off < end, done
-
-
-def _finish(consumer: Consumer, cfg: Config, done: list[int], todo: dict[int, int]) -> None:
-    if done:
-        consumer.incremental_unassign([TopicPartition(cfg.topic, p) for p in done])
-        for p in done:
-            todo.pop(p, None)
-
-
-def _on_error(consumer: Consumer, cfg: Config, msg: Any, todo: dict[int, int]) -> None:
+def _on_error(cfg: Config, msg: Any, bounds: _Bounds) -> int | None:
+    """The partition whose end of log `msg` is, if that ends its read; else raise."""
     err = msg.error()
     if err.code() == KafkaError._PARTITION_EOF:
         # The end of the log: nothing more can come for this partition. An end
         # offset that is a transaction marker never arrives as a message.
-        if msg.partition() in todo and msg.offset() >= todo[msg.partition()]:
-            _finish(consumer, cfg, [msg.partition()], todo)
-        return
+        p = msg.partition()
+        return p if p in bounds.todo and msg.offset() >= bounds.todo[p] else None
     raise SourceError(f"{describe(cfg)}: partition {msg.partition()}: {err.str()}")
 
 
@@ -649,8 +782,12 @@ def committed_offsets(cfg: Config, parts: list[int]) -> dict[int, int]:
 def count_many(cfg: Config, windows: list[Window]) -> list[int]:
     """Offsets in each window, from one consumer, without reading a message.
 
-    An upper bound of the messages: transaction markers and compacted records
-    take offsets too.
+    An estimate from offsets_for_times alone (`OffsetRange`): transaction markers
+    and compacted records take offsets too, so it is an upper bound when
+    timestamps grow with offsets. It is not one for records stored among markers
+    stamped after them (a backfilled transactional topic): offsets_for_times
+    lands on those markers, and the count can be far too low. `read` finds the
+    exact bounds.
     """
     try:
         consumer = _consumer(cfg)  # a bad `client:` setting raises here
