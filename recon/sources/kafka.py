@@ -41,7 +41,9 @@ columnar.
 
 from __future__ import annotations
 
+import logging
 import operator
+import re
 import time
 import uuid
 from collections.abc import Callable
@@ -55,14 +57,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 try:  # moved between confluent-kafka releases
     from confluent_kafka import ConsumerGroupTopicPartitions
 except ImportError:  # pragma: no cover
     from confluent_kafka.admin import ConsumerGroupTopicPartitions  # type: ignore[no-redef]
 
-from recon.errors import SourceError
+from recon import connections
+from recon.errors import ConfigError, SourceError
 from recon.model import BadRecord, LedgerRead, RetentionGap, Window
 from recon.sources.base import Duration, SourceConfig, ledger_table
 from recon.sources.gc_pause import gc_paused
@@ -92,6 +95,8 @@ class Config(SourceConfig):
     consumer_group: str | None = None
     # Extra librdkafka settings (security.protocol, sasl.*, ...); ${ENV} for secrets.
     client: dict[str, str | int | bool] = Field(default_factory=dict)
+    # An Airflow Connection holding bootstrap.servers and the client settings (its extra).
+    connection: str | None = None
     timeout_s: float = Field(default=30, gt=0)
     # How far a record's timestamp may be behind one stored before it in its
     # partition: batching (linger.ms) and retries up to delivery.timeout.ms (2 min).
@@ -100,6 +105,21 @@ class Config(SourceConfig):
     def read_past_end(self) -> timedelta:
         """A read of [a, b) holds the offsets up to the first record stamped this past b."""
         return self.out_of_order
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_connection(cls, data: Any) -> Any:
+        """`connection: ID` gives bootstrap and client settings (`client:` keys win)."""
+        if not isinstance(data, dict) or not data.get("connection"):
+            return data
+        if "bootstrap" in data:
+            raise ValueError("give 'bootstrap' or 'connection', not both")
+        try:
+            settings = connections.get(str(data["connection"])).kafka_settings()
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        bootstrap = settings.pop("bootstrap.servers")
+        return {**data, "bootstrap": bootstrap, "client": {**settings, **data.get("client", {})}}
 
     @field_validator("id")
     @classmethod
@@ -131,8 +151,37 @@ def describe(cfg: Config) -> str:
 
 
 def client_conf(cfg: Config) -> dict[str, Any]:
-    """Librdkafka settings shared by recon's consumers and admin clients."""
-    return {"bootstrap.servers": cfg.bootstrap, **cfg.client}
+    """Librdkafka settings shared by recon's consumers and admin clients.
+
+    librdkafka's own log lines go to the `recon.kafka` logger (not raw to stderr),
+    each distinct one once a minute: an unreachable broker otherwise printed ~95
+    lines per try, and every consumer closing its queues a "Purging" line.
+    """
+    return {"bootstrap.servers": cfg.bootstrap, "logger": KAFKA_LOG, **cfg.client}
+
+
+class _Repeats(logging.Filter):
+    """Lets a librdkafka line through once a minute, whatever its numbers (timings, ids)."""
+
+    def __init__(self, every_s: float = 60.0) -> None:
+        super().__init__()
+        self.every_s = every_s
+        self.last: dict[str, float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        if "BGQUEUE" in text or "Purging" in text:  # a consumer closing: not news
+            return False
+        key = re.sub(r"\d+", "#", text)
+        now = time.monotonic()
+        if now - self.last.get(key, -self.every_s) < self.every_s:
+            return False
+        self.last[key] = now
+        return True
+
+
+KAFKA_LOG = logging.getLogger("recon.kafka")
+KAFKA_LOG.addFilter(_Repeats())
 
 
 def _consumer(cfg: Config, largest_range: int = 100_000) -> Consumer:
