@@ -57,5 +57,5 @@ def test_every_configuration_key_is_documented_and_nothing_else() -> None:
 
 def test_the_readme_links_the_docs() -> None:
     readme = (DOCS.parent / "README.md").read_text()
-    for page in ("docs/semantics.md", "docs/configuration.md"):
+    for page in ("docs/semantics.md", "docs/configuration.md", "docs/operations.md"):
         assert page in readme and (DOCS.parent / page).exists()
