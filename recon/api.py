@@ -117,3 +117,46 @@ def trace(
     window = window_of(cfg, event_id, when, ResultStore(store_url(cfg.results, Path.cwd())))
     found = explain(cfg, event_id, window)
     return found.summary, pd.DataFrame([s.as_dict() for s in found.sightings])
+
+
+@dataclass
+class Stored:
+    """What the results store holds for a pipeline, read without touching any source."""
+
+    store: ResultStore
+    pipeline: str | None = None
+
+    def windows(self, latest: bool = True) -> pd.DataFrame:
+        """Window results: the latest per window, or the whole history (restatements)."""
+        return self.store.windows(self.pipeline, latest=latest)
+
+    def stage_metrics(
+        self, start: str | datetime | None = None, end: str | datetime | None = None
+    ) -> pd.DataFrame:
+        """The latest per-stage counters, one row per window and stage."""
+        begin = parse_instant(start) if start is not None else None
+        finish = parse_instant(end) if end is not None else None
+        return self.store.stage_metrics(self.pipeline, begin, finish)
+
+    def missing(self, window_id: str, stage: str | None = None) -> pd.DataFrame:
+        """Every missing event of a stored window (optionally of one stage)."""
+        return self.store.missing(window_id, stage)
+
+    def notes(self, window_id: str) -> list[str]:
+        """The notes stored with a window: unreadable rows by place, stalls, clocks."""
+        return self.store.notes(window_id)
+
+    def expectations(self, window_id: str) -> pd.DataFrame:
+        """The Great Expectations outcomes of a stored window."""
+        return self.store.expectations(window_id)
+
+    def history(self, window_id: str) -> pd.DataFrame:
+        """Every stored result of the window's time range (its restatements)."""
+        return self.store.history(window_id)
+
+
+def stored(cfg: PipelineConfig | str | os.PathLike[str]) -> Stored:
+    """The results store of a config (its pipeline's results only), for notebooks."""
+    if not isinstance(cfg, PipelineConfig):
+        cfg = load_config(cfg)
+    return Stored(ResultStore(store_url(cfg.results, Path.cwd())), cfg.pipeline)

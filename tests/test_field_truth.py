@@ -80,6 +80,11 @@ def test_a_rewound_consumer_hides_no_loss_past_the_stall(
             ]
         else:
             assert notes == []
+    # The notes are stored with each window, and read back without touching the sources.
+    kept = api.stored(config)
+    latest = kept.windows().set_index("window_start")
+    hour_1 = latest.loc[DAY.replace(hour=1), "window_id"]
+    assert kept.notes(hour_1) == windows[1]["notes"]
     assert [w.stages["lake"]["lost"] for w in expected] == [0, 50, 0]
     assert expected[2].stages["lake"]["pending"] == 174
 

@@ -31,7 +31,7 @@ from recon.cli import main
 from recon.engine.metrics import StageInput, compute
 from recon.errors import StoreError
 from recon.model import WindowResult
-from recon.store import ResultStore
+from recon.store import ResultStore, schema
 from recon.store.results import migrations
 from recon.web.app import Dashboard
 
@@ -172,24 +172,31 @@ def test_long_ids_are_stored_exactly_and_found(store: ResultStore) -> None:
         _found_by_id(store, window_id, event_id)
 
 
-def test_upgrade_from_version_2(store: ResultStore) -> None:
-    """A store at schema version 2 (before the fix) holding a window upgrades to 3; its
-    window is still found by ID, and a window with the long IDs is then stored.
+def test_upgrade_from_version_2(store: ResultStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A store at schema version 2 (before the fix) holding a window upgrades to the latest;
+    its window is still found by ID, and a window with the long IDs is then stored.
 
     At version 2 PostgreSQL refuses that window, as in the field: the whole window is
     lost, which shows the test's IDs are long enough to reproduce it."""
     assert store.upgrade(target=2) == 2
-    old = _save(store, ["old-1", "old-2"], pipeline="before")
-    if not store.is_sqlite:
-        with pytest.raises(StoreError, match="index row"):
-            _save(store, [ID_10K, ID_100K])
-        assert store.windows()["window_id"].tolist() == [old]
+    with monkeypatch.context() as m:  # written as recon wrote version 2's windows
+        columns = [
+            sa.Column(c.name, c.type, primary_key=c.primary_key)
+            for c in schema.windows.columns
+            if c.name != "notes"
+        ]
+        m.setattr(schema, "windows", sa.Table("recon_windows", sa.MetaData(), *columns))
+        old = _save(store, ["old-1", "old-2"], pipeline="before")
+        if not store.is_sqlite:
+            with pytest.raises(StoreError, match="index row"):
+                _save(store, [ID_10K, ID_100K])
+            assert store.windows()["window_id"].tolist() == [old]
 
-    assert store.upgrade() == LATEST == 3
-    assert store.upgrade() == 3  # nothing left to apply
+    assert store.upgrade() == LATEST
+    assert store.upgrade() == LATEST  # nothing left to apply
     with store.engine.connect() as conn:
         versions = conn.exec_driver_sql("SELECT version FROM recon_schema_version").scalars()
-        assert sorted(versions) == [1, 2, 3]
+        assert sorted(versions) == list(range(1, LATEST + 1))
         if store.is_sqlite:
             index = "SELECT sql FROM sqlite_master WHERE name = 'recon_missing_by_event'"
         else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import re
 import sqlite3
 import uuid
@@ -197,6 +198,8 @@ class ResultStore:
                     error=result.error,
                     computed_at=_naive_utc(datetime.now(UTC)),
                     is_latest=True,
+                    # A store still at version 4 or older has no notes yet: upgrade() adds them.
+                    **({"notes": json.dumps(result.notes)} if "notes" in t.windows.c else {}),
                 )
             )
             if result.error is None:
@@ -436,6 +439,12 @@ class ResultStore:
         """One stored window row."""
         frame = self._frame(sa.select(t.windows).where(t.windows.c.window_id == window_id))
         return None if frame.empty else frame.iloc[0].to_dict()
+
+    def notes(self, window_id: str) -> list[str]:
+        """The notes stored with one window (none for windows stored before version 5)."""
+        found = self.window(window_id)
+        text = found.get("notes") if found else None
+        return list(json.loads(text)) if isinstance(text, str) and text else []
 
     def window_metrics(self, window_id: str) -> pd.DataFrame:
         """The per-stage metrics of one stored window, in pipeline order."""

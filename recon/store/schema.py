@@ -45,6 +45,7 @@ windows = Table(
     Column("error", Text),
     Column("computed_at", TS, nullable=False),
     Column("is_latest", Boolean, nullable=False),
+    Column("notes", Text),  # JSON list of strings (version 5)
 )
 
 # One column per counter, in the model's order.

@@ -191,7 +191,8 @@ class Dashboard:
         exp = self.store.expectations(window_id)
         exp_rows = "".join(
             f"<tr><td>{escape(str(e.stage))}</td><td>{escape(str(e.column_name))}"
-            f" &lt;= {e.threshold:g}</td><td>{_fmt(e.observed)}</td><td>"
+            f" {'&gt;=' if e.column_name == 'events' else '&lt;='} {e.threshold:g}</td>"
+            f"<td>{_fmt(e.observed)}</td><td>"
             f"{'pass' if e.success else 'FAIL'}</td></tr>"
             for e in exp.itertuples()
         )
@@ -209,7 +210,8 @@ class Dashboard:
             f"{_fmt(w['events'])}</p>"
             + (f"<p class='error'>{escape(str(w['error']))}</p>" if w["error"] else "")
             + f"<table class='metrics'><tr><th>stage</th>{head}</tr>{''.join(rows)}</table>"
-            f"<h2>Expectations</h2><table><tr><th>stage</th><th>expectation</th>"
+            + _notes_html(self.store.notes(window_id))
+            + f"<h2>Expectations</h2><table><tr><th>stage</th><th>expectation</th>"
             f"<th>observed</th><th>result</th></tr>{exp_rows}</table>"
             f"<h2>Run history (restatements)</h2><table><tr><th>computed</th><th>status"
             f"</th><th>events</th><th></th></tr>{hist_rows}</table>"
@@ -307,6 +309,14 @@ class Dashboard:
                     + "</table>"
                 )
         return _page("Event", "".join(body))
+
+
+def _notes_html(notes: list[str]) -> str:
+    """The window's notes: why its numbers are what they are (every one escaped)."""
+    if not notes:
+        return ""
+    items = "".join(f"<li>{escape(n)}</li>" for n in notes)
+    return f"<h2>Notes</h2><ul class='notes'>{items}</ul>"
 
 
 def _when(values: list[str] | None, default: datetime) -> datetime:
