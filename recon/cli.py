@@ -102,8 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     chk = sub.add_parser("check", help="intraday early warning from counts only (no IDs)")
     chk.add_argument("--config", required=True, type=Path)
-    chk.add_argument("--hours", type=float, default=3, help="how far back from --end")
-    chk.add_argument("--end", type=_instant, help="default: now")
+    chk.add_argument(
+        "--hours", type=float, default=3, help="how far back from --end (whole windows)"
+    )
+    chk.add_argument("--end", type=_instant, help="default: now (down to a window's start)")
     chk.add_argument("--max-drop", type=float, default=0.05, help="flag a hop above this")
     chk.add_argument("--json", type=Path)
 
@@ -210,14 +212,12 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     """`recon check`: count-only drop detection over the last hours; exit 1 when flagged."""
-    from datetime import timedelta
-
     from recon.config import load_config
-    from recon.engine.check import check, check_table
+    from recon.engine.check import check, check_table, last_hours
 
     cfg = load_config(args.config)
-    end = args.end or datetime.now(UTC)
-    windows = check(cfg, end - timedelta(hours=args.hours), end, args.max_drop)
+    start, end = last_hours(cfg, args.end or datetime.now(UTC), args.hours)
+    windows = check(cfg, start, end, args.max_drop)
     sys.stdout.write(check_table(windows))
     if args.json:
         args.json.write_text(

@@ -19,7 +19,7 @@ import yaml
 from recon.alerts.notifiers import AlertDeliveryError
 from recon.alerts.state import publish_and_notify
 from recon.config import PipelineConfig, parse_config
-from recon.engine.check import check
+from recon.engine.check import check, last_hours
 from recon.engine.runner import run
 from recon.errors import ConfigError, ReconError
 from recon.model import Window
@@ -268,8 +268,7 @@ def early_warning(
     flagged = []
     for path in paths:
         cfg = load(path, overrides)
-        until = _instant(end)
-        for w in check(cfg, until - timedelta(hours=hours), until, max_drop):
+        for w in check(cfg, *last_hours(cfg, _instant(end), hours), max_drop):
             flagged += [
                 f"{cfg.pipeline} {w.window} {h.stage}: {h.drop:.1%} drop "
                 f"({h.arrived}+{h.dead_lettered} of {h.upstream})"

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pytest
 import yaml
 
 from recon.cli import main
@@ -92,3 +93,28 @@ def test_flags_a_30_percent_drop_and_stays_quiet_on_clean_traffic(
     ]
     assert main(loud) == 1
     assert "DROP" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("size", "end", "hours", "want"),
+    [
+        ("1h", "12:23:12.453420", 3, ("09:00:00", "12:00:00")),
+        ("1h", "12:00:00", 3, ("09:00:00", "12:00:00")),
+        ("1h", "12:23:00", 2.5, ("09:00:00", "12:00:00")),
+        ("15m", "12:23:00", 1, ("11:15:00", "12:15:00")),
+    ],
+)
+def test_the_checked_windows_are_whole_windows_on_the_run_grid(
+    size: str, end: str, hours: float, want: tuple[str, str]
+) -> None:
+    """`recon check` at 12:23:12.45 checked [09:23:12.45, 12:23:12.45): windows that match
+    no stored window. Now the whole windows before it, as the nightly run cuts them."""
+    from recon.config import parse_config
+    from recon.engine.check import last_hours
+
+    stages = [{"name": "a", "source": "files", "path": "x"}, {"name": "b", "source": "files",
+              "path": "y"}]  # fmt: skip
+    cfg = parse_config({"pipeline": "p", "window": {"size": size}, "stages": stages})
+    day = "2026-11-21T"
+    got = last_hours(cfg, datetime.fromisoformat(f"{day}{end}+00:00"), hours)
+    assert got == tuple(datetime.fromisoformat(f"{day}{t}+00:00") for t in want)

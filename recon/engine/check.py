@@ -14,9 +14,10 @@ therefore a drop rate well above those effects (default 5 %); the nightly
 
 from __future__ import annotations
 
+import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from recon.config import PipelineConfig
 from recon.model import Window
@@ -91,6 +92,19 @@ class CheckWindow:
             "min_events": self.min_events,
             "volume_low": self.volume_low,
         }
+
+
+def last_hours(cfg: PipelineConfig, end: datetime, hours: float) -> tuple[datetime, datetime]:
+    """The whole windows of the last `hours` before `end`, on the window size's grid.
+
+    Windows start where the nightly run's do (multiples of the size since the
+    epoch, as hours start on the hour): 12:23 with 1h windows checks up to 12:00.
+    """
+    size = cfg.window.size
+    epoch = datetime(1970, 1, 1, tzinfo=end.tzinfo)
+    aligned = epoch + ((end - epoch) // size) * size
+    count = max(1, math.ceil(timedelta(hours=hours) / size))
+    return aligned - count * size, aligned
 
 
 def check(
