@@ -22,7 +22,7 @@ from recon.engine.phases import Phases
 from recon.engine.rules import is_settled, run_exit_code, window_status
 from recon.errors import ReconError, SourceError
 from recon.model import LedgerRead, Window, WindowResult
-from recon.sources import count_ledger_windows, read_ledger
+from recon.sources import check_reachable, count_ledger_windows, read_ledger
 from recon.sources.base import SourceConfig
 from recon.store import ResultStore
 
@@ -419,6 +419,11 @@ def run(
                     result.missing = None
         results.extend(part)
 
+    try:
+        check_reachable([*cfg.stages, *cfg.dead_letters])
+    except SourceError as exc:  # every window is an error, stored as such: no numbers
+        finish([WindowResult(cfg.pipeline, w, "error", error=str(exc)) for w in windows])
+        windows = []
     # The first window alone tells how big a window's reads are; the rest go in chunks
     # read once per source (no re-reading of the grace/skew overlap between windows).
     if jobs > 1 and len(windows) > 1:
@@ -444,7 +449,7 @@ def run(
             for part, worker_phases in chain((f.result() for f in ahead), rest):
                 phases.merge(worker_phases)
                 finish(part)
-    else:
+    elif windows:
         with ThreadPoolExecutor(1) as counter:  # counted while the first window is read
             counted = counter.submit(count_origin, cfg, windows)
             first_read = read_windows(cfg, windows[:1], phases)

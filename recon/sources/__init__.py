@@ -30,3 +30,14 @@ def count_ledger_windows(cfg: SourceConfig, windows: list[Window]) -> list[int]:
     if hasattr(module, "count"):
         return [int(module.count(cfg, w)) for w in windows]
     return [module.read(cfg, w).table.num_rows for w in windows]
+
+
+def check_reachable(sources: list[SourceConfig]) -> None:
+    """Check each source whose kind can tell cheaply that it is reachable (`reachable`).
+
+    Once per run, before any window is read: the first that is not raises its SourceError.
+    """
+    for cfg in sources:
+        module = REGISTRY[cfg.source]
+        if hasattr(module, "reachable"):
+            module.reachable(cfg)

@@ -233,6 +233,26 @@ def partitions(consumer: Consumer, cfg: Config) -> list[int]:
     return sorted(topic.partitions)
 
 
+def reachable(cfg: Config) -> None:
+    """Fail fast: the brokers answer and the topic exists, within `timeout_s`, or SourceError.
+
+    Checked once per run: an unreachable cluster used to cost every window its own
+    timeouts (~32 s and hundreds of log lines each) before the run could exit 3.
+    """
+    admin = AdminClient(client_conf(cfg))
+    try:
+        meta = admin.list_topics(cfg.topic, timeout=cfg.timeout_s)
+    except KafkaException as exc:
+        raise SourceError(
+            f"{describe(cfg)}: brokers {cfg.bootstrap} unreachable within "
+            f"{cfg.timeout_s:g}s ({exc.args[0]})"
+        ) from exc
+    topic = meta.topics.get(cfg.topic)
+    if topic is None or topic.error is not None:
+        reason = topic.error if topic is not None else "no such topic"
+        raise SourceError(f"{describe(cfg)}: {reason}")
+
+
 def _retrying(cfg: Config, call: Callable[[], T]) -> T:
     """`call()`, again while it fails with an error Kafka calls retriable, up to `timeout_s`.
 
