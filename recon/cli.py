@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
+import shutil
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from recon.errors import ConfigError, ReconError
+from recon.logs import configure as configure_logging
 from recon.timeutil import iso, parse_instant
 
 if TYPE_CHECKING:
@@ -60,6 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
     """The CLI's options (kept in one place; a test checks them against the config model)."""
     parser = _Parser(prog="recon", description="Per-stage, per-window event loss reconciliation")
     parser.add_argument("--version", action=_Version)
+    parser.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+    )
+    parser.add_argument(
+        "--log-format", default="text", choices=["text", "json"], help="json: one object a line"
+    )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     run = sub.add_parser("run", help="reconcile every window of [start, end)")
@@ -71,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-store", action="store_true", help="do not write the results store")
     run.add_argument(
         "--timings", type=Path, help="write wall time and seconds per phase (JSON) to this file"
+    )
+    run.add_argument(
+        "--quiet", action="store_true", help="print only the summary (no tables, no progress)"
     )
     run.add_argument(
         "--now",
@@ -137,29 +150,101 @@ def _store(config_path: Path, results: str | None) -> ResultStore:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """`recon run`: reconcile, print a table per window, optionally write JSON."""
+    """`recon run`: reconcile, print a table per window and a summary, optionally JSON."""
     from recon.config import load_config
     from recon.engine.runner import run
-    from recon.report import window_table
+    from recon.report import run_summary, window_table
 
     cfg = load_config(args.config)
     if args.end <= args.start:
         raise ConfigError("--end must be after --start")
     store = None if args.no_store else _store(args.config, cfg.results)
-    report = run(cfg, args.start, args.end, store, jobs=args.jobs, now=args.now, keep_missing=False)
+    with _progress(cfg, args) as progress:
+        report = run(
+            cfg,
+            args.start,
+            args.end,
+            store,
+            jobs=args.jobs,
+            now=args.now,
+            keep_missing=False,
+            progress=progress,
+        )
     colour = sys.stdout.isatty()
-    for window in report.windows:
-        sys.stdout.write(window_table(window, colour) + "\n")
+    if not args.quiet:
+        for window in report.windows:
+            sys.stdout.write(window_table(window, colour) + "\n")
+    where = []
     if args.json:
         tmp = args.json.with_name(args.json.name + ".tmp")
         tmp.write_text(json.dumps(report.as_dict(), indent=2) + "\n")
         tmp.replace(args.json)
+        where.append(f"JSON: {args.json}")
     if args.timings:
         timings = {"jobs": args.jobs, "windows": len(report.windows), **report.timings()}
         args.timings.write_text(json.dumps(timings, indent=2) + "\n")
     if store is not None:
+        where.append(f"results: {store.describe()} (run {report.run_id})")
+    sys.stdout.write(run_summary(report.windows, report.wall_s, where))
+    if store is not None:
         after_run(cfg, report, store, args.now)
     return report.exit_code
+
+
+@contextmanager
+def _progress(cfg: PipelineConfig, args: argparse.Namespace) -> Iterator[Callable[[Any], None]]:
+    """A progress bar on a terminal (windows, events/s, ETA); else a log line per window."""
+    from recon.model import Window
+
+    log = logging.getLogger("recon.run")
+    pipeline = cfg.pipeline
+    total = len(Window(args.start, args.end).split(cfg.window.size))
+    if args.quiet:
+        yield lambda result: None
+        return
+    if sys.stderr.isatty():
+        from tqdm import tqdm
+
+        # A terminal that reports no size (a pty without one) still gets a bar: tqdm
+        # hides bars below a screen height of 0.
+        size = shutil.get_terminal_size()
+        with tqdm(
+            total=total,
+            unit="window",
+            desc=pipeline,
+            file=sys.stderr,
+            ncols=size.columns,
+            nrows=size.lines,
+        ) as bar:
+            events = 0
+
+            def tick(result: Any) -> None:
+                nonlocal events
+                events += result.events or 0
+                rate = events / max(bar.format_dict["elapsed"], 1e-9)
+                bar.set_postfix_str(f"{rate:,.0f} events/s", refresh=False)
+                bar.update(1)
+
+            yield tick
+        return
+
+    def line(result: Any) -> None:
+        e2e = result.end_to_end
+        log.info(
+            "window %s %s events=%s lost=%s",
+            result.window,
+            result.status,
+            result.events,
+            e2e.lost if e2e is not None else None,
+            extra={
+                "pipeline": pipeline,
+                "window": str(result.window),
+                "run_id": result.run_id,
+                "status": result.status,
+            },
+        )
+
+    yield line
 
 
 def after_run(
@@ -174,7 +259,9 @@ def after_run(
 
     sent = publish_and_notify(cfg, store, now or datetime.now(UTC), report.run_id)
     for notice in sent:
-        print(f"recon: sent {notice.action} for {notice.dedup_key}", file=sys.stderr)
+        logging.getLogger("recon.alerts").info(
+            "sent %s for %s", notice.action, notice.dedup_key, extra={"pipeline": cfg.pipeline}
+        )
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
@@ -275,6 +362,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `recon` console script."""
     try:
         args = build_parser().parse_args(argv)
+        configure_logging(args.log_level, args.log_format)
         return COMMANDS[args.command](args)
     except ReconError as exc:
         print(f"recon: error: {exc}", file=sys.stderr)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 from recon.model import StageMetrics, WindowResult
 
 _COLOURS = {"ok": "32", "incomplete": "33", "breach": "31;1", "error": "35;1"}
@@ -85,4 +87,29 @@ def window_table(result: WindowResult, colour: bool = False) -> str:
             ).rstrip()
         )
     lines += [f"  note: {n}" for n in result.notes]
+    return "\n".join(lines) + "\n"
+
+
+def run_summary(windows: list[WindowResult], wall_s: float, where: list[str]) -> str:
+    """The end of every run: windows by status, the worst hop, the loss, where it went."""
+    statuses = Counter(w.status for w in windows)
+    counts = ", ".join(f"{statuses[s]} {s}" for s in ("ok", "breach", "incomplete", "error"))
+    events = sum(w.events or 0 for w in windows)
+    rate = events / wall_s if wall_s > 0 else 0.0
+    lines = [f"{len(windows)} windows in {wall_s:.1f}s ({rate:,.0f} events/s): {counts}"]
+    hops = [(m, w) for w in windows for m in w.stages[1:] if w.error is None]
+    worst = max(hops, key=lambda mw: (mw[0].loss_rate, mw[0].lost), default=None)
+    lost = sum(w.end_to_end.lost for w in windows if w.end_to_end is not None)
+    if worst is not None and worst[0].lost:
+        m, w = worst
+        lines.append(
+            f"worst: {m.stage} in {w.window} lost {m.lost} of {m.upstream} ({m.loss_rate:.4%}); "
+            f"{lost} events lost in all"
+        )
+    else:
+        lines.append("no event lost")
+    errors = [w for w in windows if w.error is not None]
+    if errors:
+        lines.append(f"error: {errors[0].error}")
+    lines += where
     return "\n".join(lines) + "\n"

@@ -8,6 +8,7 @@ import math
 import os
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -385,11 +386,13 @@ def run(
     jobs: int = 1,
     now: datetime | None = None,
     keep_missing: bool = True,
+    progress: Callable[[WindowResult], None] | None = None,
 ) -> RunReport:
     """Reconcile every window of [start, end), gate it, store it; returns the report.
 
     Windows are gated and stored as their chunk completes; with `keep_missing`
     false the missing IDs are then dropped from memory (they are in the store).
+    `progress` is called with each window once it is stored.
     """
     started = time.perf_counter()
     bound_heap()  # before any thread allocates
@@ -417,6 +420,8 @@ def run(
                     result.window_id = store.save_window(result, thresholds)
                 if not keep_missing:
                     result.missing = None
+            if progress is not None:
+                progress(result)
         results.extend(part)
 
     try:

@@ -118,6 +118,10 @@ class ResultStore:
     def _safe_url(self) -> str:
         return sa.engine.make_url(self.url).render_as_string(hide_password=True)
 
+    def describe(self) -> str:
+        """The store's URL, password hidden."""
+        return self._safe_url
+
     @contextmanager
     def _begin(self) -> Iterator[Connection]:
         try:
