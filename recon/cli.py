@@ -285,14 +285,15 @@ def cmd_explain(args: argparse.Namespace) -> int:
 def cmd_dashboard(args: argparse.Namespace) -> int:
     """`recon dashboard`: serve the read-only dashboard."""
     from recon.config import load_config
-    from recon.store import ResultStore
+    from recon.store import ResultStore, store_url
     from recon.web.app import Dashboard, serve
 
     if args.host not in ("127.0.0.1", "localhost", "::1") and not args.token:
         raise ConfigError(f"--host {args.host} is not loopback: give --token")
     cfg = load_config(args.config) if args.config else None
-    store = _store(args.config, cfg.results) if cfg else ResultStore(args.url)
-    store.upgrade()
+    url = store_url(cfg.results, args.config.resolve().parent) if cfg else args.url
+    store = ResultStore(url, read_only=True)  # it only reads: no migration, no lock files
+    store.require_current()
     serve(Dashboard(store, cfg, args.token), args.host, args.port)
     return 0
 

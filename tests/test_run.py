@@ -186,7 +186,9 @@ def test_source_unreachable_exits_3_and_stores_no_numbers(pg_url, tmp_path: Path
         'transport failure"})'
     }
     assert took < 15, took
-    assert len(capsys.readouterr().err.splitlines()) <= 5
+    err = capsys.readouterr().err.splitlines()
+    assert len([line for line in err if " INFO recon.run: window " in line]) == 24
+    assert len([line for line in err if " INFO recon.run: window " not in line]) <= 5
     store = ResultStore(f"sqlite:///{tmp_path / 'recon-results.sqlite'}")
     assert list(store.windows()["status"]) == ["error"] * 24
     assert store.stage_metrics().empty

@@ -78,3 +78,23 @@ def test_missing_event_times_round_trip(zoned_db: str) -> None:
         "b": ("lake", "kafka", utc("10:00:00", 1), utc("10:05:00", 2)),
         "c": ("kafka", "webhook", utc("10:00:00", 999999), utc("10:00:00", 999999)),
     }
+
+
+def test_the_dashboard_reads_without_migrating_or_leaving_files(tmp_path) -> None:
+    """A store at version 2: the read-only opening refuses it, naming the command that
+    upgrades it, and writes nothing. Upgraded (by `recon db upgrade`), it is read, and only
+    the database file is left beside it (no -wal or -shm)."""
+    from recon.errors import StoreError
+    from recon.store import ResultStore
+
+    path = tmp_path / "results.sqlite"
+    ResultStore(f"sqlite:///{path}").upgrade(target=2)
+    reader = ResultStore(f"sqlite:///{path}", read_only=True)
+    with pytest.raises(StoreError, match=r"schema version 2, this recon needs \d+: run `recon db"):
+        reader.require_current()
+    assert ResultStore(f"sqlite:///{path}").version() == 2
+    ResultStore(f"sqlite:///{path}").upgrade()
+    reader.require_current()
+    assert reader.windows().empty
+    reader.engine.dispose()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.sqlite"]

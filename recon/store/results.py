@@ -6,6 +6,7 @@ import io
 import json
 import re
 import sqlite3
+import urllib.parse
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -104,15 +105,38 @@ def _naive_utc(value: datetime) -> datetime:
 class ResultStore:
     """The results database; every method raises StoreError when it cannot be reached."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, read_only: bool = False) -> None:
         self.url = url
+        self.read_only = read_only
         try:
-            self.engine: Engine = sa.create_engine(url, pool_pre_ping=True)
+            self.engine: Engine = _engine(url, read_only)
         except (sa.exc.ArgumentError, ImportError) as exc:
             raise StoreError(f"results store URL {self._safe_url}: {exc}") from exc
         self.is_sqlite = self.engine.dialect.name == "sqlite"
         if self.is_sqlite:
-            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+            pragmas = _sqlite_reader_pragmas if read_only else _sqlite_pragmas
+            sa.event.listen(self.engine, "connect", pragmas)
+
+    def version(self) -> int:
+        """The schema version the store is at (0: none yet)."""
+        try:
+            with self.engine.connect() as conn:
+                if not sa.inspect(conn).has_table(t.schema_version.name):
+                    return 0
+                found = conn.execute(sa.select(sa.func.max(t.schema_version.c.version))).scalar()
+        except STORE_ERRORS as exc:
+            raise StoreError(f"results store {self._safe_url}: {_reason(exc)}") from exc
+        return int(found or 0)
+
+    def require_current(self) -> None:
+        """Refuse a store older than this recon (a reader must not migrate it)."""
+        latest = migrations(self.engine.dialect.name)[-1][0]
+        found = self.version()
+        if found < latest:
+            raise StoreError(
+                f"results store {self._safe_url} is at schema version {found}, this recon "
+                f"needs {latest}: run `recon db upgrade --config <pipeline.yaml>` first"
+            )
 
     @property
     def _safe_url(self) -> str:
@@ -517,10 +541,35 @@ class ResultStore:
         return self._frame(q)
 
 
+def _engine(url: str, read_only: bool) -> Engine:
+    """An engine; read-only: SQLite opened with mode=ro, PostgreSQL read-only transactions."""
+    if not read_only:
+        return sa.create_engine(url, pool_pre_ping=True)
+    parsed = sa.engine.make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        path = Path(parsed.database or "")
+        if not path.is_file():
+            raise StoreError(f"results store {path}: no such file")
+        target = f"file:{urllib.parse.quote(str(path.resolve()))}?mode=ro"
+        return sa.create_engine(
+            "sqlite://",
+            creator=lambda: sqlite3.connect(target, uri=True, check_same_thread=False),
+        )
+    options = {"options": "-c default_transaction_read_only=on"}
+    return sa.create_engine(url, pool_pre_ping=True, connect_args=options)
+
+
+def _sqlite_reader_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.execute("PRAGMA busy_timeout=30000")
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA journal_mode=WAL")
+    # A rollback journal, not WAL: a read-only reader (the dashboard) of a WAL database
+    # leaves its -wal and -shm files behind. Readers wait out a write instead.
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA journal_mode=DELETE")
     cursor.close()
 
 
