@@ -134,6 +134,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="plant the 30%% incident into the servers and reconcile it")
     demo.add_argument("--workdir", type=Path, default=Path("demo-work"))
+    demo.add_argument(
+        "--name",
+        default="demo_payments",
+        help="the demo pipeline's name: its table and topics; never replaces another's",
+    )
     demo.add_argument("--events-per-hour", type=int, default=20_000)
     demo.add_argument(
         "--pg-url",
@@ -345,7 +350,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """`recon demo`: the incident, planted into the real servers, then reconciled."""
     from recon.simulate.demo import run_demo
 
-    return run_demo(args.workdir, args.events_per_hour, args.pg_url, args.bootstrap)
+    return run_demo(args.workdir, args.events_per_hour, args.pg_url, args.bootstrap, args.name)
 
 
 COMMANDS = {

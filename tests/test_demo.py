@@ -11,19 +11,19 @@ from recon.simulate.truth import truth
 from recon.store import ResultStore
 
 
-def test_demo_incident(pg_url: str, bootstrap: str, tmp_path: Path, capsys) -> None:
+def test_demo_incident(pg_url: str, bootstrap: str, unique: str, tmp_path: Path, capsys) -> None:
     """12 windows x 2000 events. Hours 2-9: the lake hop loses round(0.302 x 2000) = 604 of
     the events Kafka delivered (Kafka loses none at this volume) -> breach at the lake only.
     5 dead letters an hour are not losses. Hour 11: the lagging consumer leaves events pending
     -> incomplete. Every other window: ok. Every counter equals the simulator's truth."""
-    code = run_demo(tmp_path, 2000, pg_url, bootstrap)
+    code = run_demo(tmp_path, 2000, pg_url, bootstrap, name=unique)
     assert code == 1
     store = ResultStore(f"sqlite:///{tmp_path / 'results.sqlite'}")
-    windows = store.windows("demo_payments")
+    windows = store.windows(unique)
     expected = ["breach" if h in INCIDENT_HOURS else "ok" for h in range(12)]
     expected[11] = "incomplete"
     assert list(windows["status"]) == expected
-    metrics = store.stage_metrics("demo_payments")
+    metrics = store.stage_metrics(unique)
     lake = metrics[metrics["stage"] == "lake"].reset_index()
     kafka = metrics[metrics["stage"] == "kafka"]
     assert kafka["lost"].sum() == 0
@@ -42,3 +42,33 @@ def test_demo_incident(pg_url: str, bootstrap: str, tmp_path: Path, capsys) -> N
             assert {k: row[k] for k in w.stages[row["stage"]]} == w.stages[row["stage"]]
     assert lake.loc[11, "pending"] == want[11].stages["lake"]["pending"] > 300
     assert "8 of 12 windows breached" in capsys.readouterr().out
+
+
+def test_the_demo_never_replaces_what_it_did_not_plant(
+    pg_url: str, bootstrap: str, unique: str, tmp_path: Path, capsys
+) -> None:
+    """A team's own table has the name the demo would use: `recon demo --name` refuses (exit
+    2) and the table keeps its one row. Topics of that name without the demo's table: the
+    same. A name of its own plants and reconciles (exit 1: the incident's breach)."""
+    import psycopg
+
+    from recon.cli import main
+    from recon.simulate.plant import create_topic
+    from recon.sources.sql import conninfo
+
+    with psycopg.connect(conninfo(pg_url)) as conn:
+        conn.execute(f"CREATE TABLE {unique}_webhook_receipts (event_id text)")
+        conn.execute(f"INSERT INTO {unique}_webhook_receipts VALUES ('theirs')")
+    args = ["demo", "--workdir", str(tmp_path), "--events-per-hour", "50"]
+    args += ["--pg-url", pg_url, "--bootstrap", bootstrap]
+    assert main([*args, "--name", unique]) == 2
+    assert "was not planted by recon demo: choose another --name" in capsys.readouterr().err
+    with psycopg.connect(conninfo(pg_url)) as conn:
+        rows = conn.execute(f"SELECT event_id FROM {unique}_webhook_receipts").fetchall()
+    assert rows == [("theirs",)]
+    other = f"{unique}b"
+    create_topic(bootstrap, f"{other}-events", 1)
+    assert main([*args, "--name", other]) == 2
+    mine = f"{unique}c"
+    assert main([*args, "--name", mine]) == 1
+    assert main([*args, "--name", mine]) == 1  # its own demo: replaced

@@ -13,13 +13,18 @@ import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import psycopg
 import yaml
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
 
 from recon.config import load_config
 from recon.engine.runner import run
+from recon.errors import ConfigError, SourceError
 from recon.report import window_table
 from recon.simulate.plant import Targets, pipeline_config, plant
 from recon.simulate.scenario import Scenario, plan
+from recon.sources.sql import conninfo
 from recon.store import ResultStore, store_url
 
 INCIDENT_HOURS = range(2, 10)
@@ -54,19 +59,66 @@ def demo_start(now: datetime) -> datetime:
     return now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=14)
 
 
-def run_demo(workdir: Path, events_per_hour: int, pg_url: str, bootstrap: str) -> int:
+# Marks the receipts table (its comment) of a demo: only such a demo is ever replaced.
+MARK = "planted by recon demo"
+
+
+def claim(targets: Targets) -> None:
+    """Refuse to replace anything `recon demo` did not create under this name.
+
+    Its receipts table carries MARK as its comment; a table of that name without
+    it, or the demo's topics without that table, belong to someone else.
+    """
+    with psycopg.connect(conninfo(targets.pg_url)) as conn:
+        row = conn.execute(
+            "SELECT obj_description(to_regclass(%s), 'pg_class'), to_regclass(%s) IS NOT NULL",
+            (targets.receipts_table, targets.receipts_table),
+        ).fetchone()
+    comment, table_exists = row if row else (None, False)
+    if table_exists and comment != MARK:
+        raise ConfigError(
+            f"table {targets.receipts_table} exists and was not planted by recon demo: "
+            "choose another --name"
+        )
+    admin = AdminClient({"bootstrap.servers": targets.bootstrap})
+    try:
+        topics = admin.list_topics(timeout=30).topics
+    except KafkaException as exc:
+        raise SourceError(f"kafka @ {targets.bootstrap}: {exc.args[0]}") from exc
+    taken = sorted({targets.topic, targets.dead_letter_topic} & set(topics))
+    if taken and not table_exists:
+        raise ConfigError(
+            f"topics {taken} exist and were not planted by recon demo: choose another --name"
+        )
+
+
+def mark(targets: Targets) -> None:
+    """Sign the receipts table as the demo's own."""
+    with psycopg.connect(conninfo(targets.pg_url)) as conn:
+        conn.execute(
+            psycopg.sql.SQL("COMMENT ON TABLE {} IS {}").format(
+                psycopg.sql.Identifier(targets.receipts_table), psycopg.sql.Literal(MARK)
+            )
+        )
+
+
+def run_demo(
+    workdir: Path, events_per_hour: int, pg_url: str, bootstrap: str, name: str = "demo_payments"
+) -> int:
     """Plant, write a config, reconcile, print; returns the run's exit code."""
     workdir = workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     start = demo_start(datetime.now(UTC))
     scenario = incident_scenario(start, events_per_hour)
-    targets = Targets(pg_url, bootstrap, workdir / "lake", "demo_payments")
+    targets = Targets(pg_url, bootstrap, workdir / "lake", name)
+    claim(targets)
     print(
         f"planting {scenario.hours} h x {events_per_hour} events/h into {bootstrap}, "
         f"PostgreSQL and {targets.lake_path} ...",
         flush=True,
     )
     plant(plan(scenario), targets)
+    mark(targets)
     config_path = workdir / "pipeline.yaml"
     config = pipeline_config(targets, results="results.sqlite")
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
