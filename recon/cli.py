@@ -199,11 +199,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 @contextmanager
 def _progress(cfg: PipelineConfig, args: argparse.Namespace) -> Iterator[Callable[[Any], None]]:
     """A progress bar on a terminal (windows, events/s, ETA); else a log line per window."""
-    from recon.model import Window
-
     log = logging.getLogger("recon.run")
     pipeline = cfg.pipeline
-    total = len(Window(args.start, args.end).split(cfg.window.size))
+    total = len(cfg.window.cut(args.start, args.end))
     if args.quiet:
         yield lambda result: None
         return

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import re
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Union
 
@@ -13,8 +13,10 @@ from pydantic import Field, ValidationError, model_validator
 
 from recon.alerts.notifiers import Route
 from recon.errors import ConfigError
+from recon.model import Window
 from recon.sources import REGISTRY
 from recon.sources.base import Duration, SourceConfig, Strict, Thresholds
+from recon.timeutil import as_utc, iso
 
 # A stage or dead-letter sink: one of the registered source kinds, chosen by `source`.
 SourceSpec = Annotated[
@@ -22,6 +24,9 @@ SourceSpec = Annotated[
     Field(discriminator="source"),
 ]
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# A run's windows are held in memory and stored one by one: a day of minutes is plenty.
+MAX_WINDOWS = 10_000
 DEFAULT_LOSS_RATE = 0.0001
 
 
@@ -39,6 +44,27 @@ class WindowConfig(Strict):
     # The pipeline's state (alerts, metrics) is the latest result of every window that
     # started within this long before now: a stage is breached while one of them is.
     horizon: Duration = timedelta(days=7)
+
+    def cut(self, start: datetime, end: datetime) -> list[Window]:
+        """The windows of [start, end): on the grid of `size` since the epoch, or refused.
+
+        Windows of a pipeline start at multiples of `size` since 1970-01-01T00:00Z
+        (hours on the hour): a run from 00:30 would store windows overlapping the
+        ones every other run stores.
+        """
+        for name, at in (("start", start), ("end", end)):
+            if (as_utc(at) - _EPOCH) % self.size:
+                raise ConfigError(
+                    f"--{name} {iso(at)} is not on the {self.size} window grid "
+                    f"(windows start at multiples of window.size since 1970-01-01T00:00Z)"
+                )
+        windows = Window(start, end).split(self.size)
+        if len(windows) > MAX_WINDOWS:
+            raise ConfigError(
+                f"[{iso(start)}, {iso(end)}) makes {len(windows)} windows of {self.size}: "
+                f"more than {MAX_WINDOWS} in one run; run a shorter range or larger windows"
+            )
+        return windows
 
     @model_validator(mode="after")
     def _positive(self) -> WindowConfig:
@@ -74,7 +100,7 @@ class PipelineConfig(Strict):
     """A pipeline: its origin is the first stage; dead-letter sinks name the stage they serve."""
 
     # Names key the store's indexes and the alerts' dedup keys: bounded.
-    pipeline: str = Field(min_length=1, max_length=200)
+    pipeline: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     window: WindowConfig = WindowConfig()
     thresholds: Thresholds = Thresholds(loss_rate=DEFAULT_LOSS_RATE)
     results: str | None = None

@@ -170,7 +170,7 @@ def plan(
     for path in paths:
         cfg = load(path, overrides)
         shared_store(cfg, path, executor)
-        windows = Window(start, end).split(cfg.window.size)
+        windows = cfg.window.cut(start, end)
         stored = _store(cfg, path)
         stored.upgrade()
         older = stored.windows(cfg.pipeline)

@@ -129,7 +129,17 @@ def test_cli_and_config_do_not_drift() -> None:
     subcommands = next(a for a in build_parser()._actions if a.dest == "command")
     run = subcommands.choices["run"]
     options = {a.dest for a in run._actions} - {"help"}
-    assert options == {"config", "start", "end", "json", "jobs", "no_store", "timings", "now"}
+    assert options == {
+        "config",
+        "start",
+        "end",
+        "json",
+        "jobs",
+        "no_store",
+        "timings",
+        "now",
+        "quiet",
+    }
     assert not options & set(PipelineConfig.model_fields)
 
 

@@ -111,7 +111,7 @@ def check(
     cfg: PipelineConfig, start: datetime, end: datetime, max_drop: float = DEFAULT_MAX_DROP
 ) -> list[CheckWindow]:
     """Count every stage and dead-letter sink per window of [start, end) and compare hops."""
-    windows = Window(start, end).split(cfg.window.size)
+    windows = cfg.window.cut(start, end)
     sources: list[SourceConfig] = [*cfg.stages, *cfg.dead_letters]
     # One job per source, all its windows on one connection or consumer.
     with ThreadPoolExecutor(max_workers=len(sources)) as pool:

@@ -397,124 +397,131 @@ def run(
     started = time.perf_counter()
     bound_heap()  # before any thread allocates
     phases = Phases()
-    windows = Window(start, end).split(cfg.window.size)
+    windows = cfg.window.cut(start, end)
     suite = ensure_suite(cfg)  # configuration problems surface before any reading
     run_id = str(uuid.uuid4())
     if store is not None:
         store.upgrade()  # an unreachable store fails the run before any work
         run_id = store.start_run(cfg.pipeline, start, end, config_digest(cfg))
-    thresholds = {s.name: cfg.thresholds_for(s.name) for s in cfg.stages[1:]}
-    thresholds["end_to_end"] = cfg.thresholds
-    now = now or datetime.now(UTC)
-    results: list[WindowResult] = []
-
-    def finish(part: list[WindowResult]) -> None:
-        with phases.timed("expectations"):
-            validate(suite, part, cfg)
-        for result in part:
-            result.run_id = run_id
-            result.notes += verdict_notes(result)
-            _settle_status(cfg, result, now)
-            if store is not None:
-                with phases.timed("store"):
-                    result.window_id = store.save_window(result, thresholds)
-                if not keep_missing:
-                    result.missing = None
-            if progress is not None:
-                progress(result)
-        results.extend(part)
-
     try:
-        check_reachable([*cfg.stages, *cfg.dead_letters])
-    except SourceError as exc:  # every window is an error, stored as such: no numbers
-        finish([WindowResult(cfg.pipeline, w, "error", error=str(exc)) for w in windows])
-        windows = []
-    # The first window alone tells how big a window's reads are; the rest go in chunks
-    # read once per source (no re-reading of the grace/skew overlap between windows).
-    if jobs > 1 and len(windows) > 1:
-        with ProcessPoolExecutor(max_workers=jobs) as pool:
-            # While this process sizes the chunks on the first window, jobs - 1 workers
-            # already reconcile the next windows, each alone (a window is always a valid
-            # chunk): `jobs` windows at a time from the start. (With `jobs` ahead, a
-            # 120 M-event day ran three big windows on two cores at first: 600 s
-            # instead of 577.) Submitting first also forks the workers before this
-            # process has read anything.
-            ahead = [pool.submit(_reconcile_in_worker, cfg, [w], now) for w in windows[1:jobs]]
-            with ThreadPoolExecutor(1) as counter:
-                counted = counter.submit(count_origin, cfg, [windows[0], *windows[jobs:]])
-                first = reconcile_windows(cfg, windows[:1], phases, now)
-                rows = window_rows(cfg, first, counted.result(), len(windows) - jobs)
-            tasks = _worker_tasks(windows[jobs:], rows, jobs)
-            rest = pool.map(
-                _reconcile_in_worker,
-                [cfg] * len(tasks),
-                *zip(*((part, now, per_read) for part, per_read in tasks), strict=True),
-            )
-            finish(first)  # the gate's first use (importing GX) overlaps the workers' reads
-            for part, worker_phases in chain((f.result() for f in ahead), rest):
-                phases.merge(worker_phases)
-                finish(part)
-    elif windows:
-        with ThreadPoolExecutor(1) as counter:  # counted while the first window is read
-            counted = counter.submit(count_origin, cfg, windows)
-            first_read = read_windows(cfg, windows[:1], phases)
-            first = compute_windows(cfg, windows[:1], first_read, phases, now)
-            rows = window_rows(cfg, first, counted.result(), len(windows) - 1)
-        spans = [windows[:1], *chunk(windows[1:], rows, jobs)]
-        # One process: the next chunk is read while this one is computed, gated and
-        # stored (reads wait on servers and librdkafka; DuckDB releases the GIL). A
-        # window over one read's budget is read after the previous chunk is done, and
-        # the next one after it: two of them would not fit in memory together (DuckDB
-        # spills what it must). A day with one busy hour overlaps its other chunks.
-        # Each read takes over the rows its ranges share with the previous read
-        # and reads only the rest from the sources (carry.py).
-        sizes = [_largest_read(first, len(cfg.stages)), *rows]
-        bounds = pairwise([0, *accumulate(len(span) for span in spans)])
-        small = [max(sizes[a:b]) <= MAX_ROWS_PER_READ for a, b in bounds]
+        thresholds = {s.name: cfg.thresholds_for(s.name) for s in cfg.stages[1:]}
+        thresholds["end_to_end"] = cfg.thresholds
+        now = now or datetime.now(UTC)
+        results: list[WindowResult] = []
 
-        def overlap(j: int) -> bool:
-            """Whether span j is read while span j - 1 is computed."""
-            return 0 < j < len(spans) and small[j - 1] and small[j]
+        def finish(part: list[WindowResult]) -> None:
+            with phases.timed("expectations"):
+                validate(suite, part, cfg)
+            for result in part:
+                result.run_id = run_id
+                result.notes += verdict_notes(result)
+                _settle_status(cfg, result, now)
+                if store is not None:
+                    with phases.timed("store"):
+                        result.window_id = store.save_window(result, thresholds)
+                    if not keep_missing:
+                        result.missing = None
+                if progress is not None:
+                    progress(result)
+            results.extend(part)
 
-        def read_after(j: int, previous: list[Read]) -> Read:
-            kept = carried(cfg, spans[j - 1], previous.pop(), spans[j])
-            return read_windows(cfg, spans[j], phases, kept)
+        try:
+            check_reachable([*cfg.stages, *cfg.dead_letters])
+        except SourceError as exc:  # every window is an error, stored as such: no numbers
+            finish([WindowResult(cfg.pipeline, w, "error", error=str(exc)) for w in windows])
+            windows = []
+        # The first window alone tells how big a window's reads are; the rest go in chunks
+        # read once per source (no re-reading of the grace/skew overlap between windows).
+        if jobs > 1 and len(windows) > 1:
+            with ProcessPoolExecutor(max_workers=jobs) as pool:
+                # While this process sizes the chunks on the first window, jobs - 1 workers
+                # already reconcile the next windows, each alone (a window is always a valid
+                # chunk): `jobs` windows at a time from the start. (With `jobs` ahead, a
+                # 120 M-event day ran three big windows on two cores at first: 600 s
+                # instead of 577.) Submitting first also forks the workers before this
+                # process has read anything.
+                ahead = [pool.submit(_reconcile_in_worker, cfg, [w], now) for w in windows[1:jobs]]
+                with ThreadPoolExecutor(1) as counter:
+                    counted = counter.submit(count_origin, cfg, [windows[0], *windows[jobs:]])
+                    first = reconcile_windows(cfg, windows[:1], phases, now)
+                    rows = window_rows(cfg, first, counted.result(), len(windows) - jobs)
+                tasks = _worker_tasks(windows[jobs:], rows, jobs)
+                rest = pool.map(
+                    _reconcile_in_worker,
+                    [cfg] * len(tasks),
+                    *zip(*((part, now, per_read) for part, per_read in tasks), strict=True),
+                )
+                finish(first)  # the gate's first use (importing GX) overlaps the workers' reads
+                for part, worker_phases in chain((f.result() for f in ahead), rest):
+                    phases.merge(worker_phases)
+                    finish(part)
+        elif windows:
+            with ThreadPoolExecutor(1) as counter:  # counted while the first window is read
+                counted = counter.submit(count_origin, cfg, windows)
+                first_read = read_windows(cfg, windows[:1], phases)
+                first = compute_windows(cfg, windows[:1], first_read, phases, now)
+                rows = window_rows(cfg, first, counted.result(), len(windows) - 1)
+            spans = [windows[:1], *chunk(windows[1:], rows, jobs)]
+            # One process: the next chunk is read while this one is computed, gated and
+            # stored (reads wait on servers and librdkafka; DuckDB releases the GIL). A
+            # window over one read's budget is read after the previous chunk is done, and
+            # the next one after it: two of them would not fit in memory together (DuckDB
+            # spills what it must). A day with one busy hour overlaps its other chunks.
+            # Each read takes over the rows its ranges share with the previous read
+            # and reads only the rest from the sources (carry.py).
+            sizes = [_largest_read(first, len(cfg.stages)), *rows]
+            bounds = pairwise([0, *accumulate(len(span) for span in spans)])
+            small = [max(sizes[a:b]) <= MAX_ROWS_PER_READ for a, b in bounds]
 
-        def prefetch_read(j: int, previous: Read) -> Future[Read] | None:
-            if not overlap(j):
-                return None
-            return prefetch.submit(read_after, j, [previous])  # popped once carried over
+            def overlap(j: int) -> bool:
+                """Whether span j is read while span j - 1 is computed."""
+                return 0 < j < len(spans) and small[j - 1] and small[j]
 
-        # The gate and the store run in their own thread, in window order, so the
-        # next chunk's compute does not wait for them.
-        with ThreadPoolExecutor(1) as prefetch, ThreadPoolExecutor(1) as gate:
-            read = prefetch_read(1, first_read)
-            handed = None
-            if len(spans) > 1 and not overlap(1):
-                handed = carried(cfg, spans[0], first_read, spans[1])
-            del first_read
-            finished = [gate.submit(finish, first)]
-            for j, part in enumerate(spans[1:], start=1):
+            def read_after(j: int, previous: list[Read]) -> Read:
+                kept = carried(cfg, spans[j - 1], previous.pop(), spans[j])
+                return read_windows(cfg, spans[j], phases, kept)
+
+            def prefetch_read(j: int, previous: Read) -> Future[Read] | None:
                 if not overlap(j):
-                    # A big window is read once the previous one is stored: a breached
-                    # window's missing IDs and their COPY beside the next read made
-                    # the peak of a 120 M-event day, 2,139 MiB (1,932 MiB this way;
-                    # 1,788 MiB with `bound_heap`), at a wall time within the machine's
-                    # drift (bench/RESULTS.md).
-                    finished[-1].result()
-                stages = read.result() if read else read_windows(cfg, part, phases, handed)
+                    return None
+                return prefetch.submit(read_after, j, [previous])  # popped once carried over
+
+            # The gate and the store run in their own thread, in window order, so the
+            # next chunk's compute does not wait for them.
+            with ThreadPoolExecutor(1) as prefetch, ThreadPoolExecutor(1) as gate:
+                read = prefetch_read(1, first_read)
                 handed = None
-                read = prefetch_read(j + 1, stages)  # at most two chunks in memory
-                computed = compute_windows(cfg, part, stages, phases, now)
-                if j + 1 < len(spans) and not overlap(j + 1):
-                    handed = carried(cfg, part, stages, spans[j + 1])
-                del stages  # this chunk's ledgers go before the next read is awaited
-                finished.append(gate.submit(finish, computed))
-                del computed
-                if finished[-2].done():
-                    finished[-2].result()  # a store that failed stops the run now
-            for done in finished:
-                done.result()
+                if len(spans) > 1 and not overlap(1):
+                    handed = carried(cfg, spans[0], first_read, spans[1])
+                del first_read
+                finished = [gate.submit(finish, first)]
+                for j, part in enumerate(spans[1:], start=1):
+                    if not overlap(j):
+                        # A big window is read once the previous one is stored: a breached
+                        # window's missing IDs and their COPY beside the next read made
+                        # the peak of a 120 M-event day, 2,139 MiB (1,932 MiB this way;
+                        # 1,788 MiB with `bound_heap`), at a wall time within the machine's
+                        # drift (bench/RESULTS.md).
+                        finished[-1].result()
+                    stages = read.result() if read else read_windows(cfg, part, phases, handed)
+                    handed = None
+                    read = prefetch_read(j + 1, stages)  # at most two chunks in memory
+                    computed = compute_windows(cfg, part, stages, phases, now)
+                    if j + 1 < len(spans) and not overlap(j + 1):
+                        handed = carried(cfg, part, stages, spans[j + 1])
+                    del stages  # this chunk's ledgers go before the next read is awaited
+                    finished.append(gate.submit(finish, computed))
+                    del computed
+                    if finished[-2].done():
+                        finished[-2].result()  # a store that failed stops the run now
+                for done in finished:
+                    done.result()
+    except BaseException:
+        # A run that dies (a store failure, an interrupt) is marked failed, not left
+        # "running" forever; the error itself goes on up.
+        if store is not None:
+            store.mark_failed(run_id)
+        raise
     report = RunReport(cfg.pipeline, run_id, results, phases)
     if store is not None:
         store.finish_run(run_id, {0: "ok", 1: "breach", 3: "error"}[report.exit_code])

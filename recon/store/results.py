@@ -151,6 +151,14 @@ class ResultStore:
         try:
             with self.engine.begin() as conn:
                 yield conn
+        except sa.exc.IntegrityError as exc:
+            text = str(exc)  # PostgreSQL names the index, SQLite its columns
+            if "recon_windows_one_latest" not in text and "failed: recon_windows." not in text:
+                raise StoreError(f"results store {self._safe_url}: {_reason(exc)}") from exc
+            raise StoreError(
+                f"results store {self._safe_url}: another run stored the same window at the "
+                "same time; this run's result of it was not stored (re-run it to restate)"
+            ) from exc
         except STORE_ERRORS as exc:
             raise StoreError(f"results store {self._safe_url}: {_reason(exc)}") from exc
 
@@ -203,17 +211,35 @@ class ResultStore:
                 .values(status=status, finished_at=_naive_utc(datetime.now(UTC)))
             )
 
+    def mark_failed(self, run_id: str) -> None:
+        """Mark a run that died as failed, if the store can still be written.
+
+        Called while another error propagates: a store that cannot be reached now
+        cannot record it either, and that first error is the one reported.
+        """
+        try:
+            self.finish_run(run_id, "failed")
+        except StoreError:
+            return
+
     def save_window(self, result: WindowResult, thresholds: dict[str, Any]) -> str:
-        """Store one window's result in one transaction, superseding the previous one."""
+        """Store one window's result in one transaction, superseding the previous one.
+
+        Superseded are the pipeline's latest results of every window that overlaps this
+        one, whatever its size: after a change of `window.size` the newest results
+        cover each instant once (the older ones stay in the history).
+        """
         window_id = str(uuid.uuid4())
         w = t.windows.c
-        key = (
+        overlapping = (
             (w.pipeline == result.pipeline)
-            & (w.window_start == _naive_utc(result.window.start))
-            & (w.window_end == _naive_utc(result.window.end))
+            & (w.window_start < _naive_utc(result.window.end))
+            & (w.window_end > _naive_utc(result.window.start))
         )
         with self._begin() as conn:
-            conn.execute(t.windows.update().where(key & w.is_latest).values(is_latest=False))
+            conn.execute(
+                t.windows.update().where(overlapping & w.is_latest).values(is_latest=False)
+            )
             conn.execute(
                 t.windows.insert().values(
                     window_id=window_id,
