@@ -150,3 +150,50 @@ def test_token_is_required_when_configured(tmp_path: Path) -> None:
     assert app.respond("/", {})[0] == "401 Unauthorized"
     assert app.respond("/", {"token": ["s3cret"]})[0] == "200 OK"
     assert app.respond("/", {}, auth="Bearer s3cret")[0] == "200 OK"
+
+
+def test_bad_input_gets_400_or_401_never_a_traceback(tmp_path: Path) -> None:
+    """?page=abc and ?start=garbage answered 500 (a ValueError); ?token=é too (hmac's
+    TypeError on non-ASCII text). Now 400 with the reason, and 401."""
+    store = ResultStore(f"sqlite:///{tmp_path / 'r.sqlite'}")
+    store.upgrade()
+    app = Dashboard(store)
+    assert app.respond("/missing/w1", {"page": ["abc"]})[:2] == (
+        "400 Bad Request",
+        "text/plain; charset=utf-8",
+    )
+    assert b"page must be a positive integer" in app.respond("/missing/w1", {"page": ["0"]})[2]
+    assert app.respond("/", {"start": ["garbage"]})[0] == "400 Bad Request"
+    guarded = Dashboard(store, token="s3cret")
+    assert guarded.respond("/", {"token": ["é"]})[0] == "401 Unauthorized"
+    assert guarded.respond("/", {}, auth="Bearer ünïcode")[0] == "401 Unauthorized"
+
+
+def test_the_missing_events_csv_cannot_carry_a_formula(tmp_path: Path) -> None:
+    """Missing IDs a sender chose: '=HYPERLINK(...)', '+1', '-2', '@SUM(A1)', a tab and a CR
+    first. In the CSV each starts with a quote, so a spreadsheet shows it as text; a plain
+    ID is as it was."""
+    from recon.engine.metrics import StageInput, compute
+    from recon.model import WindowResult
+
+    from .helpers import W, ledger
+
+    evil = ['=HYPERLINK("http://x","y")', "+1", "-2", "@SUM(A1)", "\tx", "\ry", "plain"]
+    computed = compute(
+        W,
+        [
+            StageInput("webhook", ledger([(e, "10:00:00") for e in evil], "receipts")),
+            StageInput("lake", ledger([], "lake")),
+        ],
+    )
+    store = ResultStore(f"sqlite:///{tmp_path / 'r.sqlite'}")
+    store.upgrade()
+    result = WindowResult(
+        "p", W, "breach", computed.events, computed.stages, computed.end_to_end,
+        computed.missing, run_id=store.start_run("p", W.start, W.end, "d"),
+    )  # fmt: skip
+    window_id = store.save_window(result, {})
+    status, kind, body = Dashboard(store).respond(f"/missing/{window_id}.csv", {})
+    assert (status, kind) == ("200 OK", "text/csv; charset=utf-8")
+    rows = list(csv.reader(io.StringIO(body.decode())))[1:]
+    assert sorted(r[0] for r in rows) == sorted(["'" + e for e in evil if e != "plain"] + ["plain"])

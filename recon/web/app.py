@@ -93,13 +93,17 @@ class Dashboard:
         """Route a request (also used directly by tests)."""
         if self.token is not None:
             given = query.get("token", [""])[0] or auth.removeprefix("Bearer ").strip()
-            if not hmac.compare_digest(given, self.token):
+            # As bytes: compare_digest refuses str that is not ASCII (a 500 on ?token=é).
+            if not hmac.compare_digest(given.encode(), self.token.encode()):
                 return "401 Unauthorized", "text/plain", b"token required"
-        if path == "/":
-            return self.overview(query)
-        for prefix, handler in self.routes:
-            if path.startswith(prefix):
-                return handler(urllib.parse.unquote(path[len(prefix) :]), query)
+        try:
+            if path == "/":
+                return self.overview(query)
+            for prefix, handler in self.routes:
+                if path.startswith(prefix):
+                    return handler(urllib.parse.unquote(path[len(prefix) :]), query)
+        except BadRequest as exc:
+            return "400 Bad Request", "text/plain; charset=utf-8", str(exc).encode()
         return "404 Not Found", "text/plain", b"not found"
 
     # -- pages --------------------------------------------------------------------------
@@ -239,7 +243,8 @@ class Dashboard:
             )
             for r in frame.itertuples():
                 writer.writerow(
-                    [
+                    _as_text(v)
+                    for v in (
                         r.event_id,
                         r.stage,
                         r.outcome,
@@ -247,10 +252,10 @@ class Dashboard:
                         r.last_stage,
                         r.last_seen_at,
                         r.last_location,
-                    ]
+                    )
                 )
             return "200 OK", "text/csv; charset=utf-8", out.getvalue().encode()
-        page = max(int(query.get("page", ["1"])[0] or 1), 1)
+        page = _page_number(query)
         shown = frame.iloc[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
         qs = f"stage={urllib.parse.quote(stage)}&" if stage else ""
         rows = "".join(
@@ -319,6 +324,10 @@ def _notes_html(notes: list[str]) -> str:
     return f"<h2>Notes</h2><ul class='notes'>{items}</ul>"
 
 
+class BadRequest(ValueError):
+    """A request parameter recon cannot use: answered 400 with the reason."""
+
+
 def _when(values: list[str] | None, default: datetime) -> datetime:
     from recon.timeutil import parse_instant
 
@@ -326,8 +335,25 @@ def _when(values: list[str] | None, default: datetime) -> datetime:
         return default
     try:
         return parse_instant(values[0])
-    except ValueError:
-        return default
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from None
+
+
+def _page_number(query: dict[str, list[str]]) -> int:
+    text = query.get("page", ["1"])[0] or "1"
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
+        raise BadRequest(f"page must be a positive integer, got {text[:40]!r}")
+    return int(text)
+
+
+# A cell starting with one of these is a formula to a spreadsheet (=HYPERLINK(...)).
+_FORMULA = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _as_text(value: Any) -> str:
+    """A CSV cell a spreadsheet shows as text: a leading formula character is quoted."""
+    text = "" if value is None else str(value)
+    return "'" + text if text.startswith(_FORMULA) else text
 
 
 def serve(app: Dashboard, host: str, port: int) -> None:
