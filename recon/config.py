@@ -23,7 +23,8 @@ SourceSpec = Annotated[
     Union[tuple(m.Config for m in REGISTRY.values())],  # type: ignore[valid-type]  # noqa: UP007
     Field(discriminator="source"),
 ]
-_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_ENV = re.compile(r"\$\{([^}]*)\}")
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # A run's windows are held in memory and stored one by one: a day of minutes is plenty.
 MAX_WINDOWS = 10_000
@@ -68,8 +69,8 @@ class WindowConfig(Strict):
 
     @model_validator(mode="after")
     def _positive(self) -> WindowConfig:
-        if self.size <= timedelta(0):
-            raise ValueError("size must be positive")
+        if self.size < timedelta(minutes=1):
+            raise ValueError("size must be at least 1m")
         if self.horizon < self.size:
             raise ValueError("horizon must hold at least one window (>= size)")
         for name in ("grace", "settle", "skew", "stall"):
@@ -81,7 +82,7 @@ class WindowConfig(Strict):
 class AlertsConfig(Strict):
     """Where breach notices go and how often a lasting breach is re-notified."""
 
-    renotify: Duration = timedelta(hours=4)
+    renotify: Duration = Field(default=timedelta(hours=4), ge=timedelta(0))
     routes: list[Route] = Field(default_factory=list)
 
 
@@ -138,6 +139,12 @@ class PipelineConfig(Strict):
                     "set it in the global thresholds"
                 )
         _check_floor(self.thresholds.min_events)
+        if self.thresholds.loss_rate is None and self.thresholds.max_lost is None:
+            # `thresholds: {}` would check nothing at all: say so rather than pass silently.
+            raise ValueError(
+                "thresholds sets no limit: give loss_rate and/or max_lost "
+                "(loss_rate: 1 accepts any loss)"
+            )
         return self
 
     @property
@@ -205,6 +212,8 @@ def substitute_env(value: Any, where: str = "") -> Any:
 
         def lookup(match: re.Match[str]) -> str:
             name = match.group(1)
+            if not _NAME.match(name):
+                raise ConfigError(f"{where}: ${{{name}}} is not an environment variable name")
             if name not in os.environ:
                 raise ConfigError(f"{where}: environment variable {name} is not set")
             return os.environ[name]
@@ -215,7 +224,8 @@ def substitute_env(value: Any, where: str = "") -> Any:
 
 def _resolve_paths(data: dict[str, Any], base: Path) -> None:
     """Make relative local paths relative to the config file, not the working directory."""
-    for entry in [*data.get("stages", []), *data.get("dead_letters", [])]:
+    entries = [data.get(k) for k in ("stages", "dead_letters")]
+    for entry in [e for group in entries if isinstance(group, list) for e in group]:
         if isinstance(entry, dict) and entry.get("source") in ("parquet", "files"):
             path = entry.get("path")
             if isinstance(path, str) and "://" not in path and not os.path.isabs(path):
@@ -228,14 +238,18 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
         # CLI, a notebook, a DAG): all of them read and write the same one.
         data["results"] = str(base / DEFAULT_SQLITE)
     expectations = data.get("expectations")
-    data["expectations"] = str(base / (expectations or "expectations"))
+    if expectations is None or isinstance(expectations, str):
+        data["expectations"] = str(base / (expectations or "expectations"))
 
 
 def parse_config(data: Any, source: str = "<config>", base: Path | None = None) -> PipelineConfig:
     """Validate an already-loaded mapping; errors name `source` and the offending key."""
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping at the top level")
-    data = substitute_env(data)
+    try:
+        data = substitute_env(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
     if base is not None:
         _resolve_paths(data, base)
     try:
@@ -248,13 +262,52 @@ def parse_config(data: Any, source: str = "<config>", base: Path | None = None) 
         raise ConfigError(f"{source}: {problems}") from None
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (the last one won)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            if not isinstance(key, str | int | float | bool | None):
+                continue  # an unhashable key: the constructor below says so
+            if key in seen:
+                raise ConfigError(f"line {key_node.start_mark.line + 1}: key {key!r} given twice")
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+# Aliases may repeat a node; one repeated inside itself a few levels deep is billions of
+# nodes (an "alias bomb" hung recon). Far more than any pipeline needs:
+MAX_NODES = 100_000
+
+
+def _nodes(value: Any, memo: dict[int, int]) -> int:
+    """How many values `value` stands for once every alias is expanded (each counted once)."""
+    if id(value) in memo:
+        return memo[id(value)]
+    children: Any = ()
+    if isinstance(value, dict):
+        children = value.values()
+    elif isinstance(value, list):
+        children = value
+    memo[id(value)] = 0  # a cycle counts nothing more
+    total = 1 + sum(_nodes(child, memo) for child in children)
+    memo[id(value)] = total
+    return total
+
+
 def load_config(path: str | os.PathLike[str]) -> PipelineConfig:
     """Load and validate a YAML pipeline config file."""
     file = Path(path)
     try:
-        data = yaml.safe_load(file.read_text())
+        data = yaml.load(file.read_text(), Loader=_StrictLoader)  # a SafeLoader
     except OSError as exc:
         raise ConfigError(f"{file}: {exc.strerror}") from None
+    except ConfigError as exc:
+        raise ConfigError(f"{file}: {exc}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{file}: not valid YAML: {exc}") from None
+    if _nodes(data, {}) > MAX_NODES:
+        raise ConfigError(f"{file}: more than {MAX_NODES} values once YAML aliases are expanded")
     return parse_config(data, str(file), file.resolve().parent)

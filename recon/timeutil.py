@@ -1,5 +1,6 @@
 """Parsing of durations and instants; everything recon handles is UTC."""
 
+import math
 import re
 from datetime import UTC, datetime, timedelta
 
@@ -7,14 +8,24 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
+# No setting of recon needs a duration of a century; past it datetime arithmetic overflows.
+MAX_DURATION = timedelta(days=36_500)
+
+
 def parse_duration(text: str | int | float) -> timedelta:
-    """Parse '90s', '30m', '1h', '2d', '250ms' (a bare number is seconds)."""
-    if isinstance(text, int | float) and not isinstance(text, bool):
-        return timedelta(seconds=text)
-    match = _DURATION.match(str(text))
-    if not match:
-        raise ValueError(f"not a duration: {text!r} (use e.g. 250ms, 90s, 30m, 1h, 2d)")
-    return timedelta(seconds=float(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+    """Parse '90s', '30m', '1h', '2d', '250ms' (a bare number is seconds), up to a century."""
+    if isinstance(text, bool):
+        raise ValueError(f"not a duration: {text!r}")
+    if isinstance(text, int | float):
+        seconds = float(text)
+    else:
+        match = _DURATION.match(str(text))
+        if not match:
+            raise ValueError(f"not a duration: {text!r} (use e.g. 250ms, 90s, 30m, 1h, 2d)")
+        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    if not math.isfinite(seconds) or abs(seconds) > MAX_DURATION.total_seconds():
+        raise ValueError(f"not a duration of at most {MAX_DURATION.days} days: {text!r}")
+    return timedelta(seconds=seconds)
 
 
 def parse_instant(text: str | datetime) -> datetime:

@@ -16,7 +16,7 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from recon.errors import ReconError
 from recon.sources.base import Strict
@@ -37,7 +37,19 @@ class Route(Strict):
     url: str | None = None  # Slack/webhook URL; PagerDuty defaults to its Events API
     routing_key: str | None = None  # PagerDuty integration key
     attempts: int = Field(default=3, ge=1, le=10)
-    timeout_s: float = Field(default=10, gt=0)
+    timeout_s: float = Field(default=10, gt=0, le=600)
+
+    @model_validator(mode="after")
+    def _complete(self) -> Route:
+        if self.kind in ("slack", "webhook") and not self.url:
+            raise ValueError(f"a {self.kind} route needs its url")
+        if self.kind == "pagerduty" and not self.routing_key:
+            raise ValueError("a pagerduty route needs its routing_key")
+        if self.url is not None:
+            parts = urllib.parse.urlsplit(self.url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(f"url must be http(s)://host/..., got {safe_url(self.url)}")
+        return self
 
     @property
     def key(self) -> str:

@@ -99,8 +99,11 @@ def publish(
         return
     registry = registry_for(cfg, state, last_success, last_error)
     if cfg.metrics.textfile:
-        os.makedirs(os.path.dirname(os.path.abspath(cfg.metrics.textfile)), exist_ok=True)
-        write_to_textfile(cfg.metrics.textfile, registry)  # atomic: temp file + rename
+        try:
+            os.makedirs(os.path.dirname(os.path.abspath(cfg.metrics.textfile)), exist_ok=True)
+            write_to_textfile(cfg.metrics.textfile, registry)  # atomic: temp file + rename
+        except OSError as exc:
+            raise AlertDeliveryError(f"metrics textfile {cfg.metrics.textfile}: {exc}") from exc
     if cfg.metrics.pushgateway:
         try:
             pushadd_to_gateway(

@@ -108,10 +108,13 @@ def ensure_suite(cfg: PipelineConfig, write: bool = False) -> dict[str, Any]:
                 f"`recon expectations --config ... --write` to regenerate it"
             )
         return stored
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(spec, indent=2) + "\n")
-    tmp.replace(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(spec, indent=2) + "\n")
+        tmp.replace(path)
+    except OSError as exc:  # `expectations:` names a file, or a directory recon cannot write
+        raise ConfigError(f"expectations: cannot write the suite {path}: {exc}") from None
     return spec
 
 

@@ -97,7 +97,7 @@ class Config(SourceConfig):
     client: dict[str, str | int | bool] = Field(default_factory=dict)
     # An Airflow Connection holding bootstrap.servers and the client settings (its extra).
     connection: str | None = None
-    timeout_s: float = Field(default=30, gt=0)
+    timeout_s: float = Field(default=30, gt=0, le=3600)
     # How far a record's timestamp may be behind one stored before it in its
     # partition: batching (linger.ms) and retries up to delivery.timeout.ms (2 min).
     out_of_order: Duration = Field(default=timedelta(minutes=5), ge=timedelta(0))
