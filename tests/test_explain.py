@@ -98,16 +98,20 @@ def test_explain_every_fate(pg_url, bootstrap, unique, tmp_path: Path) -> None:
     assert main(["explain", first(LOST_LAKE), "--config", str(config), "--json", str(out)]) == 0
     traced = json.loads(out.read_text())
     assert (traced["verdict"], traced["vanished_at"]) == ("lost", "lake")
-    # A run cut at half past: the stored window [23:30, 00:30) is the one traced, not the
-    # hour [00:00, 01:00) that holds the event's origin time.
+    # Re-run as half hours: the stored window [00:00, 00:30) supersedes the hour and is the
+    # one traced, not the hour [00:00, 01:00) of the config's size.
     early = ids[
         (fate == LOST_LAKE) & (p.events["origin_us"].to_numpy() < _us(START) + 1_800_000_000)
     ]
+    halves = tmp_path / "halves.yaml"
+    data = yaml.safe_load(config.read_text())
+    data["window"]["size"] = "30m"
+    halves.write_text(yaml.safe_dump(data))
     half = ["--start", "2026-11-24T23:30:00Z", "--end", "2026-11-25T00:30:00Z"]
-    assert main(["run", "--config", str(config), *half]) == 1
+    assert main(["run", "--config", str(halves), *half, "--now", "2026-11-25T12:00:00Z"]) == 1
     assert main(["explain", str(early[0]), "--config", str(config), "--json", str(out)]) == 0
     traced = json.loads(out.read_text())
-    assert traced["window"] == {"start": "2026-11-24T23:30:00Z", "end": "2026-11-25T00:30:00Z"}
+    assert traced["window"] == {"start": "2026-11-25T00:00:00Z", "end": "2026-11-25T00:30:00Z"}
     assert (traced["verdict"], traced["vanished_at"]) == ("lost", "lake")
     summary, frame = api.trace(cfg, first(LOST_KAFKA), around="2026-11-25T00:30:00Z")
     assert summary == f"{first(LOST_KAFKA)}: lost at kafka"
