@@ -28,6 +28,8 @@ hours and the 5 minutes after them but their first 86.4 s.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -295,3 +297,26 @@ def test_a_run_of_the_three_hours_loses_nothing(
     kafka_rows = rows[rows["stage"] == "kafka"]
     assert kafka_rows[["upstream", "arrived", "lost"]].values.tolist() == [[1_003, 1_003, 0]] * 3
     assert set(rows["status"]) == {"ok"}
+
+
+def test_a_partition_finished_twice_in_one_batch_is_unassigned_once(
+    bootstrap: str, unique: str
+) -> None:
+    """Under load one batch held a partition's last record and its end-of-partition event:
+    the reader unassigned it twice in one call and librdkafka aborted the process (SIGABRT,
+    a mapped Airflow task killed). Run in a child process: an abort must not take pytest."""
+    create_topic(bootstrap, unique, 1)
+    code = f"""
+from confluent_kafka import Consumer, TopicPartition
+from recon.sources import kafka
+cfg = kafka.Config(name="t", source="kafka", bootstrap={bootstrap!r}, topic={unique!r})
+consumer = kafka._consumer(cfg)
+consumer.assign([TopicPartition({unique!r}, 0, 0)])
+bounds = kafka._Bounds([kafka.OffsetRange(0, 0, 1, 0, 1)], 0, 1)
+assert list(bounds.todo) == [0]
+bounds.finish(consumer, cfg, [0, 0])
+consumer.close()
+print("ok")
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert (done.returncode, done.stdout.strip()) == (0, "ok"), done.stderr[-2000:]

@@ -511,7 +511,9 @@ class _Bounds:
 
     def finish(self, consumer: Consumer, cfg: Config, done: list[int]) -> None:
         """Stop reading `done` (librdkafka drops what it prefetched of them)."""
-        done = [p for p in done if p in self.todo]
+        # Once each: a batch can hold a partition's last record and its end event, and
+        # librdkafka aborts the process on a partition unassigned twice in one call.
+        done = list(dict.fromkeys(p for p in done if p in self.todo))
         if done:
             consumer.incremental_unassign([TopicPartition(cfg.topic, p) for p in done])
             for p in done:
