@@ -124,15 +124,16 @@ def test_unreachable_server_is_an_error_not_an_empty_table() -> None:
 def test_non_text_ids_are_read_as_text_and_a_non_timestamp_time_is_an_error(
     pg_url: str, unique: str
 ) -> None:
-    """A bigint ID column reads as its decimal text; a text time column is refused by name."""
+    """A bigint ID column reads as its decimal text; a date time column is refused by name
+    (a time is a timestamp, an integer epoch or ISO 8601 text: test_encodings_sql.py)."""
     with psycopg.connect(conninfo(pg_url)) as conn:
-        conn.execute(f"CREATE TABLE {unique} (id bigint, received_at timestamptz, t text)")
+        conn.execute(f"CREATE TABLE {unique} (id bigint, received_at timestamptz, t date)")
         conn.execute(
-            f"INSERT INTO {unique} VALUES (42, '2026-11-20 10:00:00+00', 'x'), "
-            "(7, '2026-11-20 11:00:00+00', 'y')"
+            f"INSERT INTO {unique} VALUES (42, '2026-11-20 10:00:00+00', '2026-11-20'), "
+            "(7, '2026-11-20 11:00:00+00', '2026-11-20')"
         )
     cfg = sql.Config(name="w", source="sql", url=pg_url, table=unique, id="id")
     assert sql.read(cfg, W).table.column("event_id").to_pylist() == ["42"]
     bad = sql.Config(name="w", source="sql", url=pg_url, table=unique, id="id", time="t")
-    with pytest.raises(SourceError, match="column 't' must be timestamptz or timestamp"):
+    with pytest.raises(SourceError, match="time column 't' is date: it must be a timestamp"):
         sql.read(bad, W)

@@ -1,36 +1,52 @@
 """`parquet` source: a hive-partitioned data lake (`dt=YYYY-MM-DD/hour=HH`, `year=/month=/...`).
 
 Only the partitions that can hold the range are listed and opened, and only
-the ID and time columns are read; row groups are pruned by the time filter.
-Partition keys are taken as the time column's UTC calendar (a lake partitioned
-by ingestion hour, read with `time: ingested_at`); a layout whose keys say
-nothing about time is read whole, with the same filter, never as empty.
+the ID and time columns are read; row groups are pruned by the time filter,
+in the time column's own type (a timestamp's unit, wall times in `timezone`,
+epoch integers in `time_unit`); a file whose times are text is read whole and
+filtered once they are read. Partition keys are taken as the time column's UTC
+calendar (a lake partitioned by ingestion hour, read with `time: ingested_at`);
+a layout whose keys say nothing about time is read whole, with the same filter,
+never as empty. Each file's ID column is read by its own type (`canonical_ids`);
+files that disagree on its type are read, with a warning.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import unquote
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from recon.errors import SourceError
 from recon.model import BadRecord, LedgerRead, Window, empty_ledger
 from recon.sources.base import (
-    SourceConfig,
+    TimedSource,
+    TimeKind,
+    id_class,
+    id_kind,
+    in_window,
     ledger_table,
-    to_utc_timestamp,
-    unusable_rows,
+    shown,
+    time_kind,
+    unit_bound,
+    usable_rows,
+    utc_times,
+    wall_bound,
 )
+from recon.timeutil import epoch_us
 
 KIND = "parquet"
 
 
-class Config(SourceConfig):
+class Config(TimedSource):
     """A parquet dataset: a local path or a pyarrow filesystem URI (s3://, gs://, file://)."""
 
     source: Literal["parquet"]
@@ -156,74 +172,158 @@ def read(cfg: Config, window: Window) -> LedgerRead:
         files = data_files(fs, root, window)
     except OSError as exc:
         raise SourceError(f"{describe(cfg)}: {exc}") from exc
-    tables, bad = [], []
+    tables, bad, id_types = [], [], {}
     for f in files:
-        # Rows with a null time are in no window. They count where their partition
+        # Rows without a time are in no window. They count where their partition
         # starts, or in every window without one: reads of [a, b) and [b, c) then
         # count them exactly as a read of [a, c) does, whatever files each opens.
         timeless = f.span is None or window.start <= f.span.start < window.end
-        table, file_bad = _read_file(cfg, fs, f, window, timeless)
-        tables.append(table)
-        bad += file_bad
+        rows = _rows(cfg, fs, f, window, [cfg.id, cfg.time], timeless)
+        ids, valid, id_bad = usable_rows(rows.table[cfg.id], rows.times, f.path, cfg.id)
+        times = rows.times
+        if valid is not None:
+            ids, times = ids.filter(valid), times.filter(valid)
+        tables.append(ledger_table(ids, times, f.path))
+        bad += rows.bad + id_bad
+        id_types[f.path] = rows.id_type
     table = pa.concat_tables(tables) if tables else empty_ledger()
-    return LedgerRead(describe(cfg), table, bad)
+    return LedgerRead(describe(cfg), table, bad, warnings=_mixed_ids(cfg, id_types))
 
 
-def _time_table(
+@dataclass
+class _Rows:
+    """A file's rows in a window: `columns` of them, their times, and its rows of no time."""
+
+    table: pa.Table
+    times: pa.ChunkedArray  # timestamp[us, UTC]
+    bad: list[BadRecord]
+    id_type: pa.DataType | None  # the file's ID column type, when read
+
+
+def _rows(
     cfg: Config,
     fs: pafs.FileSystem,
-    path: str,
+    f: DataFile,
     window: Window,
     columns: list[str],
     timeless: bool = False,
-) -> tuple[pa.Table, int]:
+) -> _Rows:
     """`columns` of the file's rows whose time is in `window` (row groups pruned by it).
 
-    With `timeless`, also how many rows have a null time (mostly from the row
-    groups' statistics), else 0.
+    With `timeless`, also its rows without a time: one record for those with a
+    null time (counted mostly from the row groups' statistics) and one per row
+    whose time is text that is no time, at its partition's start (None without one).
     """
     # Imported here: pyarrow.dataset imports pandas (~0.25 s), which `recon check`
     # (footers only, where the partitions allow) does not need.
     import pyarrow.dataset as ds
 
+    where = f"parquet {f.path}"
     try:
-        dataset = ds.dataset(path, filesystem=fs, format="parquet")
+        dataset = ds.dataset(f.path, filesystem=fs, format="parquet")
         names = dataset.schema.names
         for column in (cfg.id, cfg.time):
             if column not in names:
-                raise SourceError(f"{path}: no column {column!r} (has {names})")
+                raise SourceError(f"{f.path}: no column {column!r} (has {names})")
         time_type = dataset.schema.field(cfg.time).type
-        start, end = (
-            pa.scalar(b, pa.timestamp("us", tz="UTC")) for b in (window.start, window.end)
-        )
-        if pa.types.is_timestamp(time_type):
-            start, end = start.cast(time_type), end.cast(time_type)
+        kind = time_kind(time_type, cfg.time, where, cfg.time_unit)
+        id_type = dataset.schema.field(cfg.id).type if cfg.id in columns else None
+        if id_type is not None:
+            id_kind(id_type, cfg.id, where)  # a type that is no ID fails before any read
         column = ds.field(cfg.time)
-        nulls = dataset.count_rows(filter=column.is_null()) if timeless else 0
-        return dataset.to_table(columns=columns, filter=(column >= start) & (column < end)), nulls
+        if kind == "text" or pa.types.is_dictionary(time_type):
+            # Read whole: text (or a dictionary) is filtered once it is read as times.
+            table = dataset.to_table(columns=columns)
+            nulls = table[cfg.time].null_count if timeless else 0
+        else:
+            nulls = dataset.count_rows(filter=column.is_null()) if timeless else 0
+            table = dataset.to_table(columns=columns, filter=_filter(cfg, kind, time_type, window))
+        times, unparsed = utc_times(table[cfg.time], cfg.time, where, cfg.timezone, cfg.time_unit)
     except (pa.ArrowException, OSError) as exc:
-        raise SourceError(f"{describe(cfg)}: cannot read {path}: {exc}") from exc
-
-
-def _read_file(
-    cfg: Config, fs: pafs.FileSystem, f: DataFile, window: Window, timeless: bool
-) -> tuple[pa.Table, list[BadRecord]]:
-    """The file's ledger rows in `window`, and its unusable rows.
-
-    Those without a usable ID, and (with `timeless`) those with a null time, as
-    one record at its partition's start.
-    """
-    table, nulls = _time_table(cfg, fs, f.path, window, [cfg.id, cfg.time], timeless)
-    times = to_utc_timestamp(table[cfg.time])
-    ids = table[cfg.id]
-    valid, bad = unusable_rows(ids, times, f.path, cfg.id)
-    if valid is not None:
-        ids, times = ids.filter(valid), times.filter(valid)
+        raise SourceError(f"{describe(cfg)}: cannot read {f.path}: {exc}") from exc
+    when = None if f.span is None else f.span.start
+    bad = []
     if nulls:
-        when = None if f.span is None else f.span.start
         reason = f"{cfg.time} is null: in no window"
         bad.append(BadRecord(f"{f.path} ({nulls} rows)", reason, nulls, when))
-    return ledger_table(ids, times, f.path), bad
+    if unparsed is not None and timeless:
+        rows = pc.indices_nonzero(unparsed).to_pylist() if kind == "text" else None
+        raws = table[cfg.time].filter(unparsed).to_pylist()
+        for i, raw in enumerate(raws):
+            place = f"{f.path} row {rows[i]}" if rows is not None else f.path
+            bad.append(BadRecord(place, f"bad {cfg.time}: {shown(raw)}", time=when))
+    keep = in_window(times, window)
+    if not pc.all(keep).as_py():
+        table, times = table.filter(keep), times.filter(keep)
+    return _Rows(table, times, bad, id_type)
+
+
+def _filter(cfg: Config, kind: TimeKind, typ: pa.DataType, window: Window) -> Any:
+    """The dataset filter of `window` in the column's own type (row groups pruned by it).
+
+    Exact: a timestamp compared in its unit (a naive one with wall times in
+    `timezone`), an integer with epoch bounds in `time_unit`, each as `utc_times`
+    reads them.
+    """
+    import pyarrow.dataset as ds
+
+    if kind == "epoch":
+        unit = cfg.time_unit or "s"
+        lo, hi = (unit_bound(epoch_us(b), unit) for b in (window.start, window.end))
+    elif kind == "wall":
+        walls = (
+            wall_bound(b, cfg.timezone).replace(tzinfo=UTC) for b in (window.start, window.end)
+        )
+        lo, hi = (unit_bound(epoch_us(w), typ.unit) for w in walls)
+    else:
+        lo, hi = (unit_bound(epoch_us(b), typ.unit) for b in (window.start, window.end))
+    storage = np.iinfo(np.int64) if pa.types.is_timestamp(typ) else np.iinfo(typ.to_pandas_dtype())
+    column = ds.field(cfg.time)
+    if lo > storage.max or hi <= storage.min or lo >= hi:
+        return ds.scalar(False)
+    parts = [column.is_valid()]
+    if lo > storage.min:
+        parts.append(column >= pa.scalar(lo, typ))
+    if hi <= storage.max:
+        parts.append(column < pa.scalar(hi, typ))
+    condition = parts[0]
+    for part in parts[1:]:
+        condition = condition & part
+    return condition
+
+
+_ID_RULES = {"text": "text as is", "integer": "decimal text", "uuid": "lowercase uuid text"}
+
+
+def _mixed_ids(cfg: Config, types: dict[str, pa.DataType | None]) -> list[str]:
+    """A warning for each kind of ID column that differs from most of the files read.
+
+    The IDs are read by the rule of each file's type (`canonical_ids`), but IDs
+    written by another writer may have been meant otherwise (an integer 42 and a
+    string "000042"): an ID matches another stage's only where the texts agree.
+    """
+    kinds = {
+        path: id_class(id_kind(t, cfg.id, f"parquet {path}"))
+        for path, t in types.items()
+        if t is not None
+    }
+    common = Counter(kinds.values()).most_common()
+    if len(common) < 2:
+        return []
+    main = common[0][0]
+    main_types = sorted({str(types[p]) for p, k in kinds.items() if k == main})
+    warnings = []
+    for kind, n in common[1:]:
+        paths = [p for p, k in kinds.items() if k == kind]
+        names = ", ".join(paths[:3]) + (f" and {n - 3} more" if n > 3 else "")
+        these = sorted({str(types[p]) for p in paths})
+        warnings.append(
+            f"{cfg.id} is {'/'.join(these)} in {n} of {len(kinds)} files ({names}) but "
+            f"{'/'.join(main_types)} in the others: read as {_ID_RULES[kind]} there and "
+            f"{_ID_RULES[main]} elsewhere, so its IDs match other stages only where "
+            "those texts are equal"
+        )
+    return warnings
 
 
 def count(cfg: Config, window: Window) -> int:
@@ -245,7 +345,5 @@ def count(cfg: Config, window: Window) -> int:
         rows = sum(pq.read_metadata(path, filesystem=fs).num_rows for path in sorted(inside))
     except (pa.ArrowException, OSError) as exc:
         raise SourceError(f"{describe(cfg)}: {exc}") from exc
-    straddling = [f.path for f in files if f.path not in inside]
-    return rows + sum(
-        _time_table(cfg, fs, path, window, [cfg.time])[0].num_rows for path in straddling
-    )
+    straddling = [f for f in files if f.path not in inside]
+    return rows + sum(_rows(cfg, fs, f, window, [cfg.time]).table.num_rows for f in straddling)
