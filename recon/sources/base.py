@@ -452,8 +452,9 @@ def canonical_ids(
     Text as is; a uuid (PostgreSQL uuid, Arrow's uuid type, fixed_size_binary(16))
     lowercase and hyphenated; an integer in decimal; binary decoded as UTF-8. An ID
     is unusable when it is null (reason `null`, default "<column> is null"), empty
-    (`empty`, "<column> is empty") or binary that is not UTF-8 ("<column> is not
-    valid UTF-8"): null in the IDs, its reason in the second array (None when every
+    (`empty`, "<column> is empty"), binary that is not UTF-8 ("<column> is not
+    valid UTF-8") or text holding U+0000 (no store keeps it): null in the IDs, its
+    reason in the second array (None when every
     ID is usable). Any other type is a SourceError naming `where`, `column` and the type.
     """
     values = _chunked(values)
@@ -471,6 +472,11 @@ def canonical_ids(
     if kind in ("text", "binary"):
         reasons.append(
             (pc.fill_null(pc.equal(pc.binary_length(ids), 0), False), empty or f"{column} is empty")
+        )
+        # PostgreSQL's text cannot hold U+0000: such an ID could not be stored, and its
+        # whole window with it. Named, like any ID recon cannot use.
+        reasons.append(
+            (pc.fill_null(pc.match_substring(ids, "\x00"), False), f"{column} holds a NUL")
         )
     unusable = functools.reduce(pc.or_, [mask for mask, _ in reasons])
     if not pc.any(unusable).as_py():
