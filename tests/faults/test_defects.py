@@ -121,3 +121,20 @@ def test_a_pipeline_name_that_would_be_a_path_is_refused(tmp_path: Path, name: s
     assert _run(config, "2026-11-20T10:00Z", "2026-11-20T11:00Z") == 2
     assert "pipeline:" in capsys.readouterr().err
     assert not (tmp_path / "expectations").exists()
+
+
+def test_a_configured_column_name_is_never_spliced_into_sql(tmp_path: Path) -> None:
+    """A files stage's `id` crafted to close the query and COPY a file out (it wrote
+    pwned.csv through DuckDB): now just a field no line has: every one of the 24 lines
+    is unreadable ("no <id>"), the run is a breach, and no file is written."""
+    config = _pipeline(tmp_path)
+    pwned = tmp_path / "pwned.csv"
+    data = yaml.safe_load(config.read_text())
+    data["stages"][0]["id"] = f"""x" FROM raw; COPY (SELECT 1) TO '{pwned}'; --"""
+    config.write_text(yaml.safe_dump(data))
+    out = tmp_path / "run.json"
+    assert _run(config, "2026-11-20T10:00Z", "2026-11-20T14:00Z", "--json", str(out)) == 1
+    windows = json.loads(out.read_text())["windows"]
+    assert [w["stages"][0]["unreadable"] for w in windows] == [6, 6, 6, 6]
+    assert [w["events"] for w in windows] == [0, 0, 0, 0]
+    assert not pwned.exists()
