@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Starts the real servers recon's tests and demo talk to, on loopback:
-#   PostgreSQL (Debian's package, our own cluster) and Apache Kafka (KRaft,
-#   one combined broker+controller, assembled from Maven Central jars).
-# Usage: scripts/services.sh up|status|down
+#   PostgreSQL (Debian's package, our own cluster), Apache Kafka (KRaft,
+#   one combined broker+controller, assembled from Maven Central jars) and a
+#   schema registry (Apicurio Registry, Maven Central's runnable app, in-memory
+#   storage, serving the Confluent-compatible API at /apis/ccompat/v7).
+# Usage: scripts/services.sh up|status|down|registry-up|registry-down
 # Idempotent: `up` twice leaves running servers alone. Fails loudly with the
 # server's log tail when one does not come up.
 set -euo pipefail
@@ -15,6 +17,11 @@ KAFKA_PORT=${RECON_KAFKA_PORT:-9092}
 CONTROLLER_PORT=${RECON_KAFKA_CONTROLLER_PORT:-9093}
 KAFKA_VERSION=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$HERE/kafka/pom.xml")
 JARS=$CACHE/kafka-$KAFKA_VERSION/jars
+REGISTRY_PORT=${RECON_REGISTRY_PORT:-8081}
+REGISTRY_VERSION=2.6.13.Final
+REGISTRY_APP=$CACHE/apicurio-registry-$REGISTRY_VERSION
+# What the tests and configs give as schema_registry.url.
+REGISTRY_API=/apis/ccompat/v7
 
 log() { printf '[services] %s\n' "$*"; }
 die() { printf '[services] ERROR: %s\n' "$*" >&2; exit 1; }
@@ -30,6 +37,15 @@ wait_port() { # port seconds logfile name
   echo "---- last lines of $3 ----" >&2
   tail -n 60 "$3" >&2 || true
   die "$4 did not accept connections on 127.0.0.1:$1 within $2 s"
+}
+
+http_ok() { # port path: the server answers 200 (plain bash: no curl needed)
+  (
+    exec 3<>"/dev/tcp/127.0.0.1/$1" || exit 1
+    printf 'GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' "$2" >&3
+    read -r -t 5 status_line <&3 || exit 1
+    [[ $status_line == HTTP/*" 200"* ]]
+  ) 2>/dev/null
 }
 
 pg_bin() {
@@ -136,18 +152,81 @@ kafka_down() {
   rm -f "$pidf"
 }
 
+registry_app() {
+  if [ ! -f "$REGISTRY_APP/.complete" ]; then
+    command -v mvn >/dev/null || die "Maven (mvn) is needed to fetch Apicurio Registry"
+    log "fetching Apicurio Registry $REGISTRY_VERSION from Maven Central into $REGISTRY_APP"
+    rm -rf "$REGISTRY_APP"
+    mkdir -p "$REGISTRY_APP"
+    mvn -q -B org.apache.maven.plugins:maven-dependency-plugin:2.8:unpack \
+      "-Dartifact=io.apicurio:apicurio-registry-app:$REGISTRY_VERSION:tar.gz:all" \
+      -DoutputDirectory="$REGISTRY_APP" \
+      || die "mvn could not fetch Apicurio Registry"
+    touch "$REGISTRY_APP/.complete"
+  fi
+}
+
+registry_up() {
+  local dir=$STATE/registry
+  if http_ok "$REGISTRY_PORT" "$REGISTRY_API/config"; then
+    log "schema registry already answering on 127.0.0.1:$REGISTRY_PORT"
+    return 0
+  fi
+  port_open "$REGISTRY_PORT" && die "127.0.0.1:$REGISTRY_PORT is taken by something that is not a schema registry"
+  registry_app
+  mkdir -p "$dir"
+  # In-memory storage (the app's default): a fresh, empty registry per start, like Kafka's
+  # data. Both Quarkus listeners on loopback only.
+  nohup java -Xmx256m -XX:+UseSerialGC -Djava.awt.headless=true \
+    -Dquarkus.http.host=127.0.0.1 "-Dquarkus.http.port=$REGISTRY_PORT" \
+    -Dquarkus.management.host=127.0.0.1 \
+    -jar "$REGISTRY_APP/apicurio-registry-app-$REGISTRY_VERSION-runner.jar" \
+    >"$dir/registry.out" 2>&1 &
+  echo $! >"$dir/registry.pid"
+  local i start=$SECONDS
+  for ((i = 0; i < 90 * 4; i++)); do
+    http_ok "$REGISTRY_PORT" "$REGISTRY_API/config" && break
+    kill -0 "$(cat "$dir/registry.pid")" 2>/dev/null || break
+    sleep 0.25
+  done
+  if ! http_ok "$REGISTRY_PORT" "$REGISTRY_API/config"; then
+    echo "---- last lines of $dir/registry.out ----" >&2
+    tail -n 60 "$dir/registry.out" >&2 || true
+    die "the schema registry did not answer on 127.0.0.1:$REGISTRY_PORT$REGISTRY_API within 90 s"
+  fi
+  log "Apicurio Registry $REGISTRY_VERSION on http://127.0.0.1:$REGISTRY_PORT$REGISTRY_API (up in $((SECONDS - start)) s)"
+}
+
+registry_down() {
+  local pidf=$STATE/registry/registry.pid
+  if [ -f "$pidf" ] && kill -0 "$(cat "$pidf")" 2>/dev/null; then
+    kill "$(cat "$pidf")"
+    for _ in $(seq 1 60); do kill -0 "$(cat "$pidf")" 2>/dev/null || break; sleep 0.5; done
+    kill -9 "$(cat "$pidf")" 2>/dev/null || true
+    log "schema registry stopped"
+  fi
+  rm -f "$pidf"
+}
+
 status() {
   local rc=0
   if port_open "$PG_PORT"; then log "PostgreSQL: up on 127.0.0.1:$PG_PORT"; else log "PostgreSQL: down"; rc=1; fi
   if port_open "$KAFKA_PORT"; then log "Kafka: up on 127.0.0.1:$KAFKA_PORT"; else log "Kafka: down"; rc=1; fi
+  if http_ok "$REGISTRY_PORT" "$REGISTRY_API/config"; then
+    log "schema registry: up on http://127.0.0.1:$REGISTRY_PORT$REGISTRY_API"
+  else
+    log "schema registry: down"; rc=1
+  fi
   return $rc
 }
 
 case "${1:-}" in
-  up) pg_up; kafka_up ;;
-  down) kafka_down; pg_down ;;
+  up) pg_up; kafka_up; registry_up ;;
+  down) registry_down; kafka_down; pg_down ;;
   status) status ;;
   kafka-up) kafka_up ;;
   kafka-down) kafka_down ;;
-  *) echo "usage: $0 up|status|down" >&2; exit 2 ;;
+  registry-up) registry_up ;;
+  registry-down) registry_down ;;
+  *) echo "usage: $0 up|status|down|kafka-up|kafka-down|registry-up|registry-down" >&2; exit 2 ;;
 esac

@@ -20,8 +20,9 @@ import numpy as np
 import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
-from pydantic import model_validator
+from pydantic import Field, model_validator
 
+from recon import connections
 from recon.errors import ConfigError, SourceError
 from recon.model import BadRecord, LedgerRead, Window
 from recon.sources.base import (
@@ -54,7 +55,23 @@ class Config(TimedSource):
     table: str | None = None
     query: str | None = None
     time: str = "received_at"
-    connect_timeout_s: int = 10
+    connect_timeout_s: int = Field(default=10, ge=1, le=3600)
+    # An Airflow Connection (type postgres) instead of `url`: credentials stay out of YAML.
+    connection: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_connection(cls, data: Any) -> Any:
+        """`connection: ID` gives the URL (from AIRFLOW_CONN_<ID> or Airflow's backends)."""
+        if not isinstance(data, dict) or not data.get("connection"):
+            return data
+        if "url" in data:
+            raise ValueError("give 'url' or 'connection', not both")
+        try:
+            url = connections.get(str(data["connection"])).postgresql_url()
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        return {**data, "url": url}
 
     @model_validator(mode="after")
     def _table_or_query(self) -> Config:
