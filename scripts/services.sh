@@ -158,9 +158,11 @@ registry_app() {
     log "fetching Apicurio Registry $REGISTRY_VERSION from Maven Central into $REGISTRY_APP"
     rm -rf "$REGISTRY_APP"
     mkdir -p "$REGISTRY_APP"
-    mvn -q -B org.apache.maven.plugins:maven-dependency-plugin:2.8:unpack \
+    # Run from the cache: without a pom, the plugin writes its markers under the
+    # working directory's literal ${project.basedir}/target.
+    (cd "$REGISTRY_APP" && mvn -q -B org.apache.maven.plugins:maven-dependency-plugin:2.8:unpack \
       "-Dartifact=io.apicurio:apicurio-registry-app:$REGISTRY_VERSION:tar.gz:all" \
-      -DoutputDirectory="$REGISTRY_APP" \
+      -DoutputDirectory="$REGISTRY_APP" -DmarkersDirectory="$REGISTRY_APP/.markers") \
       || die "mvn could not fetch Apicurio Registry"
     touch "$REGISTRY_APP/.complete"
   fi
