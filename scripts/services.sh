@@ -159,10 +159,10 @@ registry_app() {
     rm -rf "$REGISTRY_APP"
     mkdir -p "$REGISTRY_APP"
     # Run from the cache: without a pom, the plugin writes its markers under the
-    # working directory's literal ${project.basedir}/target.
+    # working directory's literal ${project.basedir}/target (so they land in the cache).
     (cd "$REGISTRY_APP" && mvn -q -B org.apache.maven.plugins:maven-dependency-plugin:2.8:unpack \
       "-Dartifact=io.apicurio:apicurio-registry-app:$REGISTRY_VERSION:tar.gz:all" \
-      -DoutputDirectory="$REGISTRY_APP" -DmarkersDirectory="$REGISTRY_APP/.markers") \
+      -DoutputDirectory="$REGISTRY_APP") \
       || die "mvn could not fetch Apicurio Registry"
     touch "$REGISTRY_APP/.complete"
   fi
