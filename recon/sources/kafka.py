@@ -379,6 +379,7 @@ def read(cfg: Config, window: Window) -> LedgerRead:
         table, bad, notes = _avro_ids(cfg, fetched, window)
     else:
         table, bad = _extract_ids(cfg, fetched)
+    table, bad = _without_nul(cfg, table, bad)
     gaps, warnings = _retention_gaps(cfg, ranges, fetched, window, disorder)
     warnings += disorder.warnings(cfg) + notes
     committed = None
@@ -691,6 +692,24 @@ def _extract_ids(cfg: Config, raw: pa.Table) -> tuple[pa.Table, list[BadRecord]]
         raw, ids, bad = _checked_ids(cfg, raw, json_path)
     table = ledger_table(ids, _timestamps(raw["ts_ms"]), cfg.topic, raw["partition"], raw["offset"])
     return table, bad
+
+
+def _without_nul(
+    cfg: Config, table: pa.Table, bad: list[BadRecord]
+) -> tuple[pa.Table, list[BadRecord]]:
+    """Records whose ID holds U+0000 (valid UTF-8, but no store keeps it) are unreadable."""
+    nul = pc.fill_null(pc.match_substring(table["event_id"], "\x00"), False)
+    if not pc.any(nul).as_py():
+        return table, bad
+    what = "key" if cfg.id == "key" else cfg.id
+    rows = table.filter(nul)
+    named = [
+        BadRecord(f"{cfg.topic}[{p}]@{o}", f"{what} holds a NUL", time=t)
+        for p, o, t in zip(
+            *(rows[c].to_pylist() for c in ("partition", "offset", "stage_time")), strict=True
+        )
+    ]
+    return table.filter(pc.invert(nul)), bad + named
 
 
 def _checked_ids(
