@@ -566,6 +566,29 @@ class ResultStore:
             q = q.where(me.stage == stage)
         return self._frame(q)
 
+    def pipelines(self) -> pd.DataFrame:
+        """Every pipeline with a stored result: its latest window's start (dashboard list)."""
+        w = t.windows.c
+        return self._frame(
+            sa.select(w.pipeline, sa.func.max(w.window_start).label("last_start"))
+            .where(w.is_latest)
+            .group_by(w.pipeline)
+            .order_by(w.pipeline)
+        )
+
+    def windows_between(self, start: datetime, end: datetime) -> pd.DataFrame:
+        """Latest results of every pipeline's windows starting in [start, end), errors too."""
+        w = t.windows.c
+        return self._frame(
+            sa.select(t.windows)
+            .where(
+                w.is_latest
+                & (w.window_start >= _naive_utc(start))
+                & (w.window_start < _naive_utc(end))
+            )
+            .order_by(w.pipeline, w.window_start)
+        )
+
 
 def _engine(url: str, read_only: bool) -> Engine:
     """An engine; read-only: SQLite opened with mode=ro, PostgreSQL read-only transactions."""

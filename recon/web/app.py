@@ -21,21 +21,50 @@ from recon.config import PipelineConfig
 from recon.model import COUNTERS
 from recon.store import ResultStore
 from recon.web.charts import loss_chart
+from recon.web.views import Headline, flow_html, grid_html, headline, headline_html, why_html
 
 PAGE_SIZE = 100
+REFRESH_SECONDS = 60
 STYLE = """
-body{font-family:system-ui,sans-serif;margin:1.5rem;color:#222}
-table{border-collapse:collapse;margin:.5rem 0}td,th{border:1px solid #ccc;padding:.2rem .5rem;
+body{font-family:system-ui,sans-serif;margin:1.5rem;color:#222;font-size:14px}
+table{border-collapse:collapse;margin:.5rem 0}td,th{border:1px solid #ccc;padding:.2rem .4rem;
 text-align:right}td:first-child,th:first-child{text-align:left}
 .ok{color:#2ca02c}.breach{color:#d62728;font-weight:bold}.incomplete{color:#b8860b}
-.error{color:#9467bd;font-weight:bold}nav a{margin-right:1rem}
+.error{color:#7f7f7f;font-weight:bold}nav a{margin-right:1rem}
+.badge{padding:.1rem .5rem;border-radius:.6rem;color:#fff;font-weight:bold}
+.badge.breach{background:#d62728}.badge.error{background:#7f7f7f}
+.badge.incomplete{background:#e0a800}.badge.ok{background:#2ca02c}.badge.empty{background:#aaa}
+ul.headline{font-size:1.1rem;margin:.3rem 0 .8rem}ul.headline li{margin:.15rem 0}
+ul.headline li.ok{font-weight:normal}
+.scroll{overflow-x:auto;max-width:100%}.scroll.short{max-height:24rem;overflow-y:auto}
+table.grid th,table.grid td{font-size:12px;padding:0;text-align:center;min-width:3.2rem}
+table.grid th:first-child{text-align:left;padding:0 .4rem}table.grid tr.events td{color:#666}
+table.grid td.cell a{display:block;padding:.35rem .2rem;color:#fff;text-decoration:none}
+td.cell.breach{background:#d62728}td.cell.pending,td.cell.incomplete{background:#e0a800}
+td.cell.ok{background:#2ca02c;font-weight:normal}td.cell.error{background:#7f7f7f}
+td.cell.missing{background:#eee}td.cell.missing a{color:#666}
+table.metrics th{white-space:normal;max-width:5.5rem;font-size:12px}
+table.metrics td{white-space:nowrap}
+.flow{max-width:60rem}.flow .stage{display:flex;align-items:center;gap:.6rem;margin:.1rem 0}
+.flow .name{width:9rem;font-weight:bold}.flow .count{width:9rem}
+.flow .bar{flex:1;display:flex;height:1.4rem;background:#f4f4f4}
+.seg{display:block;height:100%}.seg.arrived{background:#2ca02c}.seg.lost{background:#d62728}
+.seg.dead_lettered{background:#9467bd}.seg.pending{background:#e0a800}
+.seg.unverifiable{background:#7f7f7f}
+.flow .hop{margin:.1rem 0 .1rem 9.6rem;font-size:13px;color:#444}
+.leak{margin-right:.8rem}.leak.zero{color:#aaa}.leak.lost b{color:#d62728}
+.leak.dead_lettered b{color:#9467bd}.leak.pending b{color:#b8860b}
+.hbar{display:inline-block;height:.7rem;background:#d62728}
 """
 Response = tuple[str, str, bytes]  # status, content type, body
 
 
-def _page(title: str, body: str) -> Response:
+def _page(title: str, body: str, refresh: bool = False) -> Response:
+    # A meta refresh, not script: the CSP allows no script, and the browser keeps
+    # painting the old page until the new one has arrived (no blank flash).
+    meta = f"<meta http-equiv='refresh' content='{REFRESH_SECONDS}'>" if refresh else ""
     html = (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(title)}</title>"
+        f"<!doctype html><html><head><meta charset='utf-8'>{meta}<title>{escape(title)}</title>"
         f"<style>{STYLE}</style></head><body><nav><a href='/'>recon</a></nav>"
         f"<h1>{escape(title)}</h1>{body}</body></html>"
     )
@@ -109,60 +138,94 @@ class Dashboard:
     # -- pages --------------------------------------------------------------------------
 
     def overview(self, query: dict[str, list[str]]) -> Response:
-        """Every pipeline: latest status, loss rate per stage over the chosen range."""
+        """Every pipeline in the store, worst first, over the chosen range (default 7 days).
+
+        Per pipeline: the incident in words, the stage x window grid, the loss-rate chart.
+        """
         end = _when(query.get("end"), datetime.now(UTC))
-        start = _when(query.get("start"), end - timedelta(days=7))
+        try:
+            start = _when(query.get("start"), end - timedelta(days=7))
+        except OverflowError:  # ?end=0001-01-01: a week before it is no date (was a 500)
+            raise BadRequest("end is too early to show the week before it") from None
+        log = _scale(query)
         metrics = self.store.stage_metrics(start=start, end=end)
-        body = [
+        wins = self.store.windows_between(start, end)
+        known = self.store.pipelines()
+        names = sorted(set(known["pipeline"]) | set(wins["pipeline"]))
+        heads = sorted(
+            (
+                headline(
+                    name,
+                    metrics[metrics["pipeline"] == name],
+                    wins[wins["pipeline"] == name],
+                )
+                for name in names
+            ),
+            key=lambda h: h.rank,
+        )
+        body = [self._range_form(start, end, log)]
+        if not heads:
+            body.append("<p>No reconciled windows in this store.</p>")
+        body.append(_pipeline_list(heads))
+        for h in heads:
+            body.append(self._pipeline_section(h, metrics, wins, known, log))
+        return _page("recon: pipelines", "".join(body), refresh=True)
+
+    def _range_form(self, start: datetime, end: datetime, log: bool) -> str:
+        other = "linear" if log else "log"
+        keep = urllib.parse.urlencode(
+            {"start": start.isoformat(), "end": end.isoformat(), "scale": other}
+        )
+        return (
             f"<form method='get'>from <input name='start' value='{escape(start.isoformat())}'>"
             f" to <input name='end' value='{escape(end.isoformat())}'> "
-            "<button>show</button></form>"
-        ]
-        if metrics.empty:
-            body.append("<p>No reconciled windows in this range.</p>")
-        for pipeline, rows in metrics.groupby("pipeline"):
-            hops = rows[rows["position"] > 0]
-            latest = rows[rows["window_start"] == rows["window_start"].max()]
-            body.append(
-                f"<h2>{escape(str(pipeline))}</h2><p>latest window "
-                f"{escape(str(latest['window_start'].iloc[0]))}: "
-                f"{_status(str(latest['status'].iloc[0]))}</p>"
-            )
-            series = {
-                str(stage): [
-                    (r.window_start.to_pydatetime(), float(r.loss_rate), bool(r.breach))
-                    for r in g.itertuples()
-                ]
-                for stage, g in hops.groupby("stage")
-            }
-            limits = {
-                str(stage): (
-                    None
-                    if pd.isna(g["threshold_loss_rate"].iloc[-1])
-                    else float(g["threshold_loss_rate"].iloc[-1])
-                )
-                for stage, g in hops.groupby("stage")
-            }
-            body.append(loss_chart(series, limits))
-            body.append(self._windows_table(rows))
-        return _page("Loss rate per stage", "".join(body))
+            f"<input type='hidden' name='scale' value='{'log' if log else 'linear'}'>"
+            f"<button>show</button> loss-rate scale: {'log' if log else 'linear'} "
+            f"<a class='scale' href='?{escape(keep)}'>{other}</a></form>"
+        )
 
-    def _windows_table(self, rows: pd.DataFrame) -> str:
-        lines = ["<table class='windows'><tr><th>window</th><th>status</th>"]
-        stages = [s for s in dict.fromkeys(rows.sort_values("position")["stage"]) if s]
-        lines += [f"<th>{escape(str(s))} loss</th>" for s in stages[1:]]
-        lines.append("</tr>")
-        for (start, window_id, status), g in rows.groupby(
-            ["window_start", "window_id", "status"], sort=True
-        ):
-            rates = dict(zip(g["stage"], g["loss_rate"], strict=True))
-            cells = "".join(f"<td>{rates.get(s, 0):.4%}</td>" for s in stages[1:])
-            lines.append(
-                f"<tr><td><a href='/window/{escape(str(window_id))}'>"
-                f"{escape(str(start))}</a></td><td>{_status(str(status))}</td>"
-                f"{cells}</tr>"
+    def _pipeline_section(
+        self,
+        h: Headline,
+        metrics: pd.DataFrame,
+        wins: pd.DataFrame,
+        known: pd.DataFrame,
+        log: bool,
+    ) -> str:
+        rows = metrics[metrics["pipeline"] == h.pipeline]
+        mine = wins[wins["pipeline"] == h.pipeline]
+        parts = [
+            f"<section class='pipeline' data-pipeline='{escape(h.pipeline)}'>"
+            f"<h2 id='{escape(_anchor(h.pipeline))}'>{escape(h.pipeline)}</h2>"
+            f"<p><span class='badge {escape(h.state)}'>{escape(h.state)}</span></p>",
+            headline_html(h),
+        ]
+        if mine.empty:
+            last = known.loc[known["pipeline"] == h.pipeline, "last_start"]
+            if not last.empty:
+                parts.append(
+                    f"<p>latest stored window: {escape(str(last.iloc[0]))} (outside the range)</p>"
+                )
+            return "".join(parts) + "</section>"
+        parts.append(grid_html(rows, mine))
+        hop_rows = rows[rows["position"] > 0]
+        series = {
+            str(stage): [
+                (r.window_start.to_pydatetime(), float(r.loss_rate), bool(r.breach))
+                for r in g.itertuples()
+            ]
+            for stage, g in _in_order(hop_rows)
+        }
+        limits = {
+            str(stage): (
+                None
+                if pd.isna(g["threshold_loss_rate"].iloc[-1])
+                else float(g["threshold_loss_rate"].iloc[-1])
             )
-        return "".join(lines) + "</table>"
+            for stage, g in _in_order(hop_rows)
+        }
+        parts.append(loss_chart(series, limits, log=log))
+        return "".join(parts) + "</section>"
 
     def window(self, window_id: str, query: dict[str, list[str]]) -> Response:
         """Per-stage counters, latency, expectations, and the window's run history."""
@@ -170,15 +233,17 @@ class Dashboard:
         if w is None:
             return "404 Not Found", "text/plain", b"no such window"
         m = self.store.window_metrics(window_id)
+        # Headers wrap at their words and latencies read as 10.4 min, not 621593.000:
+        # the table fits a 1,400 px screen with p99, max and breach in view.
         head = "".join(
-            f"<th>{c}</th>"
-            for c in (*COUNTERS, "loss_rate", "p50_ms", "p95_ms", "p99_ms", "max_ms", "breach")
+            f"<th>{c.replace('_', ' ')}</th>"
+            for c in (*COUNTERS, "loss rate", "p50", "p95", "p99", "max", "breach")
         )
         rows = []
         for r in m.itertuples():
             cells = "".join(f"<td class='{c}'>{_fmt(getattr(r, c))}</td>" for c in COUNTERS)
             lat = "".join(
-                f"<td>{_fmt(getattr(r, f'latency_{k}_ms'))}</td>"
+                f"<td class='{k}'>{_ms(getattr(r, f'latency_{k}_ms'))}</td>"
                 for k in ("p50", "p95", "p99", "max")
             )
             link = (
@@ -190,7 +255,7 @@ class Dashboard:
             rows.append(
                 f"<tr data-stage='{escape(str(r.stage))}'><td>{escape(str(r.stage))} "
                 f"{link}</td>{cells}<td>{r.loss_rate:.4%}</td>{lat}"
-                f"<td>{'BREACH' if r.breach else ''}</td></tr>"
+                f"<td class='breach'>{'BREACH' if r.breach else ''}</td></tr>"
             )
         exp = self.store.expectations(window_id)
         exp_rows = "".join(
@@ -213,14 +278,17 @@ class Dashboard:
             f"{escape(str(w['window_end']))}) {_status(str(w['status']))} events="
             f"{_fmt(w['events'])}</p>"
             + (f"<p class='error'>{escape(str(w['error']))}</p>" if w["error"] else "")
-            + f"<table class='metrics'><tr><th>stage</th>{head}</tr>{''.join(rows)}</table>"
+            + flow_html(m)
+            + f"<h2>Counters</h2><table class='metrics'><tr><th>stage</th>{head}</tr>"
+            f"{''.join(rows)}</table>"
             + _notes_html(self.store.notes(window_id))
+            + why_html(self.store.missing(window_id))
             + f"<h2>Expectations</h2><table><tr><th>stage</th><th>expectation</th>"
             f"<th>observed</th><th>result</th></tr>{exp_rows}</table>"
             f"<h2>Run history (restatements)</h2><table><tr><th>computed</th><th>status"
             f"</th><th>events</th><th></th></tr>{hist_rows}</table>"
         )
-        return _page("Window", body)
+        return _page("Window", body, refresh=True)
 
     def missing(self, rest: str, query: dict[str, list[str]]) -> Response:
         """Paged missing events of a window and stage, or all of them as CSV."""
@@ -322,6 +390,50 @@ def _notes_html(notes: list[str]) -> str:
         return ""
     items = "".join(f"<li>{escape(n)}</li>" for n in notes)
     return f"<h2>Notes</h2><ul class='notes'>{items}</ul>"
+
+
+def _pipeline_list(heads: list[Headline]) -> str:
+    """The pipelines, worst first, each linked to its section."""
+    if not heads:
+        return ""
+    items = "".join(
+        f"<li><a href='#{escape(_anchor(h.pipeline))}'>{escape(h.pipeline)}</a> "
+        f"<span class='badge {escape(h.state)}'>{escape(h.state)}</span></li>"
+        for h in heads
+    )
+    return f"<ul class='pipelines'>{items}</ul>"
+
+
+def _anchor(pipeline: str) -> str:
+    return "p-" + urllib.parse.quote(pipeline, safe="")
+
+
+def _in_order(rows: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """(stage, rows) in pipeline order: the chart's panels follow the data's path."""
+    order = list(dict.fromkeys(rows.sort_values("position")["stage"]))
+    return [(str(s), rows[rows["stage"] == s]) for s in order]
+
+
+def _scale(query: dict[str, list[str]]) -> bool:
+    """?scale=log (default) or linear: True for log."""
+    value = query.get("scale", ["log"])[0] or "log"
+    if value not in ("log", "linear"):
+        raise BadRequest(f"scale must be log or linear, got {value[:40]!r}")
+    return value == "log"
+
+
+def _ms(value: Any) -> str:
+    """A latency people read at a glance: 850 ms, 12.3 s, 10.4 min, 2.1 h."""
+    if value is None or pd.isna(value):
+        return "-"
+    ms = float(value)
+    if ms < 1000:
+        return f"{ms:.0f} ms"
+    if ms < 60_000:
+        return f"{ms / 1000:.1f} s"
+    if ms < 3_600_000:
+        return f"{ms / 60_000:.1f} min"
+    return f"{ms / 3_600_000:.1f} h"
 
 
 class BadRequest(ValueError):
