@@ -156,8 +156,24 @@ def test_a_manual_run_reconciles_its_day_and_a_bad_config_is_not_retried(
     """A manual run with the param day = day 2 reconciles day 2's 24 windows (Airflow 3 gives
     a manual run no data interval: it used to fail on 'None'). Then the pipeline's suite file
     is made to disagree with its thresholds (a configuration error, exit 2): each reconcile
-    task fails on its first try instead of being retried for half an hour."""
+    task fails on its first try instead of being retried for half an hour. The receipts
+    table is reached through an Airflow Connection kept in Airflow's metadata database (no
+    URL in the YAML, no AIRFLOW_CONN_ variable: Airflow's own backends resolve it)."""
     config = _planted_days(pg_url, bootstrap, unique, tmp_path)
+    data = yaml.safe_load(config.read_text())
+    webhook = data["stages"][0]
+    conn_id = f"{unique}_receipts"
+    url = webhook.pop("url").replace("postgresql+psycopg://", "postgres://")
+    webhook["connection"] = conn_id
+    config.write_text(yaml.safe_dump(data))
+    added = subprocess.run(
+        [str(Path(sys.executable).parent / "airflow"), "connections", "add", conn_id,
+         "--conn-uri", url],
+        env={**os.environ, "AIRFLOW_HOME": str(airflow_home)},
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert added.returncode == 0, added.stderr[-2000:]
+    assert f"AIRFLOW_CONN_{conn_id.upper()}" not in os.environ
     variables = {"AIRFLOW_VAR_RECON_CONFIGS": json.dumps([str(config)])}
     day2 = DAY2.date().isoformat()
     manual = _airflow(
