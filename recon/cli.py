@@ -270,12 +270,18 @@ def after_run(
 def cmd_explain(args: argparse.Namespace) -> int:
     """`recon explain`: where one event was seen, dead-lettered, or vanished."""
     from recon.config import load_config
-    from recon.engine.explain import explain, window_of
+    from recon.engine.explain import explain, stored_outcomes, window_of
 
     cfg = load_config(args.config)
-    window = window_of(cfg, args.event_id, args.around, _store(args.config, cfg.results))
+    store = _store(args.config, cfg.results)
+    window = window_of(cfg, args.event_id, args.around, store)
     trace = explain(cfg, args.event_id, window)
-    print(f"{trace.summary}   (window {window})")
+    assert trace.read_at is not None
+    print(f"{trace.summary}   (window {window}; live sources read at {iso(trace.read_at)})")
+    stored = stored_outcomes(store, cfg.pipeline, args.event_id, window)
+    conflict = trace.disagreement(stored) if stored is not None else None
+    if conflict:
+        print(f"  warning: {conflict}")
     for s in trace.sightings:
         where = f"dead letter {s.sink} of {s.stage}" if s.sink else s.stage
         error = f"  error: {s.error}" if s.error else ""

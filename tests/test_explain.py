@@ -117,3 +117,62 @@ def test_explain_every_fate(pg_url, bootstrap, unique, tmp_path: Path) -> None:
     assert summary == f"{first(LOST_KAFKA)}: lost at kafka"
     assert list(frame["stage"]) == ["webhook"]
     assert explain(cfg, "no-such-event", WINDOW).verdict == "unseen"
+
+
+def test_a_trace_says_when_the_live_sources_contradict_the_stored_result(
+    tmp_path: Path, capsys
+) -> None:
+    """The run stored e2 as lost at the lake. Then the loader reprocessed it (its lake row
+    written after the run): the trace says when it read the sources, and warns that they
+    now say delivered while the store says lost — it used to show "delivered" as if it
+    were the stored story."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    gw = tmp_path / "gw"
+    gw.mkdir()
+    t0 = datetime(2026, 11, 20, 10, tzinfo=UTC)
+    (gw / "a.jsonl").write_text(
+        "".join(
+            json.dumps({"event_id": e, "received_at": (t0 + timedelta(minutes=m)).isoformat()})
+            + "\n"
+            for e, m in (("e1", 1), ("e2", 2))
+        )
+    )
+    lake = tmp_path / "lake" / "dt=2026-11-20"
+    lake.mkdir(parents=True)
+
+    def landed(ids: list[str], name: str) -> None:
+        at = [t0 + timedelta(minutes=5)] * len(ids)
+        pq.write_table(
+            pa.table({"event_id": ids, "ingested_at": pa.array(at, pa.timestamp("us", "UTC"))}),
+            lake / name,
+        )
+
+    landed(["e1"], "part-0.parquet")
+    config = tmp_path / "p.yaml"
+    stages = [
+        {"name": "gateway", "source": "files", "path": str(gw / "*.jsonl")},
+        {"name": "lake", "source": "parquet", "path": str(tmp_path / "lake")},
+    ]
+    config.write_text(yaml.safe_dump({"pipeline": "p", "stages": stages}))
+    run = ["run", "--config", str(config), "--start", "2026-11-20T10:00Z"]
+    assert main([*run, "--end", "2026-11-20T11:00Z", "--now", "2026-11-21T00:00Z"]) == 1
+    capsys.readouterr()
+    assert main(["explain", "e2", "--config", str(config)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(
+        "e2: lost at lake   (window [2026-11-20T10:00:00Z, 2026-11-20T11:00:00Z); "
+        "live sources read at "
+    )
+    assert not any("warning" in line for line in lines)
+    landed(["e2"], "part-1.parquet")
+    assert main(["explain", "e2", "--config", str(config)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("e2: delivered   (window")
+    assert lines[1] == (
+        "  warning: the live sources disagree with the stored result of "
+        "[2026-11-20T10:00:00Z, 2026-11-20T11:00:00Z) (lost at lake): they now say "
+        "delivered. Their data was replanted, rewritten or expired since the run; the stored "
+        "numbers are as the run computed them"
+    )

@@ -9,7 +9,8 @@ to its rows, and reconciled.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -54,6 +55,7 @@ class Trace:
     verdict: str  # delivered | lost | dead_lettered | pending | unverifiable | orphan | unseen
     vanished_at: str | None = None  # the stage it never reached
     sightings: list[Sighting] = field(default_factory=list)
+    read_at: datetime | None = None  # when the live sources were read
 
     @property
     def summary(self) -> str:
@@ -70,7 +72,29 @@ class Trace:
             "verdict": self.verdict,
             "vanished_at": self.vanished_at,
             "sightings": [s.as_dict() for s in self.sightings],
+            "read_at": iso(self.read_at) if self.read_at else None,
         }
+
+    def disagreement(self, stored: list[tuple[str, str]]) -> str | None:
+        """Why the live sources contradict what the store says of this window, if they do.
+
+        `stored` holds the (stage, outcome) pairs the window's latest stored result
+        lists for the event (none: it was not missing). The live sources may have been
+        replanted, rewritten or expired since the run: the trace must say so rather
+        than show a different story as if it were the stored one.
+        """
+        live = (self.vanished_at, self.verdict) if self.vanished_at else None
+        if stored and live in stored:
+            return None
+        if not stored and self.verdict == "delivered":
+            return None
+        was = ", ".join(f"{outcome} at {stage}" for stage, outcome in stored) or "not missing"
+        now = self.summary.split(": ", 1)[1]
+        return (
+            f"the live sources disagree with the stored result of {self.window} ({was}): "
+            f"they now say {now}. Their data was replanted, rewritten or expired since the "
+            "run; the stored numbers are as the run computed them"
+        )
 
 
 def window_of(
@@ -106,14 +130,15 @@ def _only(read: LedgerRead, event_id: str, span: Window) -> LedgerRead:
     return LedgerRead(read.source, rows, [], read.gaps, read.committed, read.warnings)
 
 
-def _place(row: dict) -> str:
+def _place(row: dict[str, Any]) -> str:
     if row["partition"] is None:
         return str(row["location"])
     return f"{row['location']}[{row['partition']}]@{row['offset']}"
 
 
 def explain(cfg: PipelineConfig, event_id: str, window: Window) -> Trace:
-    """Trace `event_id` through the ledgers of `window`'s search ranges."""
+    """Trace `event_id` through the ledgers of `window`'s search ranges, read now."""
+    read_at = datetime.now(UTC)
     r = ranges(cfg)
     stages = [
         StageInput(
@@ -132,10 +157,9 @@ def explain(cfg: PipelineConfig, event_id: str, window: Window) -> Trace:
         for sink_cfg, read in zip(sink_cfgs, stage.dead_letters, strict=True):
             for row in read.table.to_pylist():
                 error = None
-                if isinstance(sinks[sink_cfg.name], kafka.Config) and row["partition"] is not None:
-                    headers = kafka.headers_at(
-                        sinks[sink_cfg.name], row["partition"], row["offset"]
-                    )
+                sink = sinks[sink_cfg.name]
+                if isinstance(sink, kafka.Config) and row["partition"] is not None:
+                    headers = kafka.headers_at(sink, row["partition"], row["offset"])
                     error = headers.get("error") or headers.get("exception") or None
                 sightings.append(
                     Sighting(stage.name, sink_cfg.name, row["stage_time"], _place(row), error)
@@ -145,8 +169,27 @@ def explain(cfg: PipelineConfig, event_id: str, window: Window) -> Trace:
     if computed.events:
         missing = computed.missing.to_pylist()
         if not missing:
-            return Trace(event_id, window, "delivered", None, sightings)
-        return Trace(event_id, window, missing[0]["outcome"], missing[0]["stage"], sightings)
+            return Trace(event_id, window, "delivered", None, sightings, read_at)
+        first = missing[0]
+        return Trace(event_id, window, first["outcome"], first["stage"], sightings, read_at)
     in_window = [s for s in sightings if window.start <= s.time < window.end]
     verdict = "orphan" if in_window else "unseen"
-    return Trace(event_id, window, verdict, None, sightings)
+    return Trace(event_id, window, verdict, None, sightings, read_at)
+
+
+def stored_outcomes(
+    store: ResultStore, pipeline: str, event_id: str, window: Window
+) -> list[tuple[str, str]] | None:
+    """What the window's latest stored result says of the event.
+
+    The (stage, outcome) pairs listing it missing, [] when it was not; None when
+    the window has no stored result.
+    """
+    windows = store.windows(pipeline)
+    if windows.empty or not (windows["window_start"] == window.start).any():
+        return None
+    rows = store.missing_records(event_id)
+    if rows.empty:
+        return []
+    mine = rows[(rows["pipeline"] == pipeline) & (rows["window_start"] == window.start)]
+    return list(zip(mine["stage"], mine["outcome"], strict=True))

@@ -361,16 +361,21 @@ class Dashboard:
             "</table>"
         ]
         if self.config is not None:
-            from recon.engine.explain import explain, window_of
+            from recon.engine.explain import explain, stored_outcomes, window_of
 
             window = (
                 window_of(self.config, event_id, None, self.store) if not stored.empty else None
             )
             if window is not None:
                 trace = explain(self.config, event_id, window)
+                said = stored_outcomes(self.store, self.config.pipeline, event_id, window)
+                conflict = trace.disagreement(said) if said is not None else None
+                read_at = trace.read_at.isoformat() if trace.read_at else "?"
                 body.append(
                     f"<h2>Trace</h2><p class='verdict'>{escape(trace.summary)}</p>"
-                    "<table><tr><th>time</th><th>stage</th><th>where</th><th>error</th>"
+                    f"<p class='read-at'>live sources read at {escape(read_at)}</p>"
+                    + (f"<p class='conflict'>warning: {escape(conflict)}</p>" if conflict else "")
+                    + "<table><tr><th>time</th><th>stage</th><th>where</th><th>error</th>"
                     "</tr>"
                     + "".join(
                         f"<tr><td>{escape(s.time.isoformat())}</td><td>"
