@@ -186,6 +186,12 @@ def test_upgrade_from_version_2(store: ResultStore, monkeypatch: pytest.MonkeyPa
             if c.name != "notes"
         ]
         m.setattr(schema, "windows", sa.Table("recon_windows", sa.MetaData(), *columns))
+        runs = [
+            sa.Column(c.name, c.type, primary_key=c.primary_key)
+            for c in schema.runs.columns
+            if c.name != "heartbeat_at"
+        ]
+        m.setattr(schema, "runs", sa.Table("recon_runs", sa.MetaData(), *runs))
         old = _save(store, ["old-1", "old-2"], pipeline="before")
         if not store.is_sqlite:
             with pytest.raises(StoreError, match="index row"):

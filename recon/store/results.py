@@ -10,10 +10,10 @@ import urllib.parse
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pandas as pd
 import psycopg
@@ -33,6 +33,9 @@ from recon.store import schema as t
 # What a store can raise: SQLAlchemy's errors (a conflict, a missing privilege, a lost
 # connection), and the drivers' own from the raw COPY cursor, which SQLAlchemy does
 # not wrap. Each one fails the run as a store error (exit 3), never as a breach.
+# A run beats each time it stores a window (a big one takes well under a minute); one
+# silent this long was killed.
+ABANDONED_AFTER = timedelta(hours=1)
 STORE_ERRORS = (sa.exc.SQLAlchemyError, psycopg.Error, sqlite3.Error)
 
 
@@ -185,22 +188,57 @@ class ResultStore:
         return current
 
     def start_run(self, pipeline: str, start: datetime, end: datetime, digest: str) -> str:
-        """Record the start of a run; returns its id."""
+        """Record the start of a run; returns its id.
+
+        Runs of the pipeline still `running` whose heartbeat (or start) is older than
+        ABANDONED_AFTER died without a word (killed): they are marked `abandoned`.
+        """
         run_id = str(uuid.uuid4())
+        now = _naive_utc(datetime.now(UTC))
+        r = t.runs.c
+        stale = _naive_utc(datetime.now(UTC) - ABANDONED_AFTER)
+        beats = "heartbeat_at" in r  # a store still at version 5 or older has none
         with self._begin() as conn:
+            if beats:
+                conn.execute(
+                    t.runs.update()
+                    .where(
+                        (r.pipeline == pipeline)
+                        & (r.status == "running")
+                        & (sa.func.coalesce(r.heartbeat_at, r.started_at) < stale)
+                    )
+                    .values(status="abandoned", finished_at=now)
+                )
             conn.execute(
                 t.runs.insert().values(
                     run_id=run_id,
                     pipeline=pipeline,
                     range_start=_naive_utc(start),
                     range_end=_naive_utc(end),
-                    started_at=_naive_utc(datetime.now(UTC)),
+                    started_at=now,
+                    **({"heartbeat_at": now} if beats else {}),
                     status="running",
                     config_digest=digest,
                     recon_version=__version__,
                 )
             )
         return run_id
+
+    def runs(self, pipeline: str) -> pd.DataFrame:
+        """The pipeline's runs, newest first.
+
+        A `running` one without a heartbeat for ABANDONED_AFTER reads `abandoned`.
+        """
+        frame = self._frame(
+            sa.select(t.runs)
+            .where(t.runs.c.pipeline == pipeline)
+            .order_by(t.runs.c.started_at.desc())
+        )
+        if not frame.empty:
+            beat = frame["heartbeat_at"].fillna(frame["started_at"])
+            gone = (frame["status"] == "running") & (beat < datetime.now(UTC) - ABANDONED_AFTER)
+            frame.loc[gone, "status"] = "abandoned"
+        return frame
 
     def finish_run(self, run_id: str, status: str) -> None:
         """Record how a run ended."""
@@ -258,6 +296,12 @@ class ResultStore:
             )
             if result.error is None:
                 self._save_metrics(conn, window_id, result, thresholds)
+            if result.run_id is not None and "heartbeat_at" in t.runs.c:  # the run is alive
+                conn.execute(
+                    t.runs.update()
+                    .where(t.runs.c.run_id == result.run_id)
+                    .values(heartbeat_at=_naive_utc(datetime.now(UTC)))
+                )
         return window_id
 
     def _save_metrics(
@@ -343,8 +387,8 @@ class ResultStore:
         )
         conn.exec_driver_sql("SET LOCAL TimeZone = 'UTC'")  # this transaction only
         cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-        columns = ", ".join(["window_id", *table.column_names])
-        with cursor.copy(f"COPY recon_missing_events ({columns}) FROM STDIN (FORMAT csv)") as copy:
+        copied = ", ".join(["window_id", *table.column_names])
+        with cursor.copy(f"COPY recon_missing_events ({copied}) FROM STDIN (FORMAT csv)") as copy:
             for batch in table.to_batches(max_chunksize=100_000):
                 batch = batch.cast(naive).add_column(
                     0, "window_id", pa.repeat(window_id, batch.num_rows)
@@ -492,7 +536,8 @@ class ResultStore:
     def window(self, window_id: str) -> dict[str, Any] | None:
         """One stored window row."""
         frame = self._frame(sa.select(t.windows).where(t.windows.c.window_id == window_id))
-        return None if frame.empty else frame.iloc[0].to_dict()
+        # The frame's columns are the query's column names: str.
+        return None if frame.empty else cast(dict[str, Any], frame.iloc[0].to_dict())
 
     def notes(self, window_id: str) -> list[str]:
         """The notes stored with one window (none for windows stored before version 5)."""

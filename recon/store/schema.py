@@ -30,6 +30,7 @@ runs = Table(
     Column("status", Text, nullable=False),
     Column("config_digest", Text, nullable=False),
     Column("recon_version", Text, nullable=False),
+    Column("heartbeat_at", TS),  # version 6: when it last stored a window
 )
 
 windows = Table(

@@ -138,3 +138,48 @@ def test_a_configured_column_name_is_never_spliced_into_sql(tmp_path: Path) -> N
     assert [w["stages"][0]["unreadable"] for w in windows] == [6, 6, 6, 6]
     assert [w["events"] for w in windows] == [0, 0, 0, 0]
     assert not pwned.exists()
+
+
+def test_a_killed_run_reads_abandoned_and_the_next_run_marks_it(tmp_path: Path) -> None:
+    """recon SIGKILLed while it stores (no chance to say anything): its run stays `running`
+    in the table, but reads `abandoned` once its heartbeat is an hour old, and the next
+    run of the pipeline marks it so. (Before, it stayed `running` forever.)"""
+    import signal
+    import subprocess
+    import sys
+
+    from recon.store import results
+
+    config = _pipeline(tmp_path)
+    url = f"sqlite:///{tmp_path / 'recon-results.sqlite'}"
+    child = subprocess.Popen(
+        [sys.executable, "-c", (
+            "import os, signal\n"
+            "from recon.store import ResultStore\n"
+            "real = ResultStore.save_window\n"
+            "def dying(self, result, thresholds):\n"
+            "    real(self, result, thresholds)\n"
+            "    os.kill(os.getpid(), signal.SIGKILL)\n"
+            "ResultStore.save_window = dying\n"
+            "from recon.cli import main\n"
+            f"main(['run', '--config', {str(config)!r}, '--start', '2026-11-20T10:00Z',"
+            " '--end', '2026-11-20T13:00Z', '--now', '2026-11-21T00:00Z'])\n"
+        )],
+    )  # fmt: skip
+    assert child.wait(120) == -signal.SIGKILL
+    store = ResultStore(url)
+    (killed,) = store.runs("p")[["run_id", "status"]].itertuples(index=False)
+    assert killed.status == "running"  # its heartbeat is fresh: it may still be alive
+    assert len(store.windows("p")) == 1  # the window it stored before it died, whole
+    with store.engine.begin() as conn:  # an hour passes
+        conn.exec_driver_sql("UPDATE recon_runs SET heartbeat_at = '2000-01-01 00:00:00'")
+    assert store.runs("p")["status"].tolist() == ["abandoned"]
+    assert timedelta(hours=1) == results.ABANDONED_AFTER
+    assert _run(config, "2026-11-20T10:00Z", "2026-11-20T13:00Z") == 0
+    runs = store.runs("p")
+    assert runs["status"].tolist() == ["ok", "abandoned"]
+    with store.engine.connect() as conn:
+        stored = conn.exec_driver_sql(
+            "SELECT status FROM recon_runs WHERE run_id = ?", (killed.run_id,)
+        ).scalar_one()
+    assert stored == "abandoned"
