@@ -197,3 +197,42 @@ def test_the_missing_events_csv_cannot_carry_a_formula(tmp_path: Path) -> None:
     assert (status, kind) == ("200 OK", "text/csv; charset=utf-8")
     rows = list(csv.reader(io.StringIO(body.decode())))[1:]
     assert sorted(r[0] for r in rows) == sorted(["'" + e for e in evil if e != "plain"] + ["plain"])
+
+
+def test_an_event_id_with_percent_or_accents_is_found_over_http(tmp_path: Path) -> None:
+    """IDs 'é-1' and '50%off' stored missing: their event pages, requested as a browser
+    sends them (percent-encoded UTF-8), show them. The path used to be decoded twice."""
+    from recon.engine.metrics import StageInput, compute
+    from recon.model import WindowResult
+
+    from .helpers import W, ledger
+
+    evil = ["é-1", "50%off"]
+    computed = compute(
+        W,
+        [
+            StageInput("webhook", ledger([(e, "10:00:00") for e in evil], "receipts")),
+            StageInput("lake", ledger([], "lake")),
+        ],
+    )
+    store = ResultStore(f"sqlite:///{tmp_path / 'r.sqlite'}")
+    store.upgrade()
+    result = WindowResult(
+        "p", W, "breach", computed.events, computed.stages, computed.end_to_end,
+        computed.missing, run_id=store.start_run("p", W.start, W.end, "d"),
+    )  # fmt: skip
+    store.save_window(result, {})
+    app = Dashboard(store)
+    seen: list[str] = []
+
+    def start_response(status: str, headers: object) -> None:
+        seen.append(status)
+
+    for event in evil:
+        sent = "/event/" + urllib.parse.quote(event, safe="")
+        # What wsgiref puts in PATH_INFO: the decoded bytes, as Latin-1 characters.
+        path_info = urllib.parse.unquote_to_bytes(sent).decode("latin-1")
+        seen.clear()
+        body = b"".join(app({"PATH_INFO": path_info}, start_response))
+        assert seen == ["200 OK"]
+        assert f"<p class='event-id'>{event}</p>".encode() in body

@@ -10,10 +10,10 @@ import csv
 import hmac
 import io
 import urllib.parse
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from html import escape
-from typing import Any
+from typing import Any, cast
 
 import pandas as pd
 
@@ -101,8 +101,11 @@ class Dashboard:
     ) -> Iterable[bytes]:
         """WSGI entry point."""
         query = urllib.parse.parse_qs(environ.get("QUERY_STRING", ""))
+        # WSGI hands the path over already percent-decoded, its UTF-8 bytes as Latin-1
+        # characters; `respond` takes it as sent (quoted), so an ID with % or é survives.
+        raw = environ.get("PATH_INFO", "/").encode("latin-1").decode("utf-8", "replace")
         status, kind, body = self.respond(
-            environ.get("PATH_INFO", "/"), query, environ.get("HTTP_AUTHORIZATION", "")
+            urllib.parse.quote(raw), query, environ.get("HTTP_AUTHORIZATION", "")
         )
         start_response(
             status,
@@ -209,10 +212,11 @@ class Dashboard:
             return "".join(parts) + "</section>"
         parts.append(grid_html(rows, mine))
         hop_rows = rows[rows["position"] > 0]
+        # A row's fields hold whatever its columns do (pandas types them as any scalar).
         series = {
             str(stage): [
                 (r.window_start.to_pydatetime(), float(r.loss_rate), bool(r.breach))
-                for r in g.itertuples()
+                for r in cast(Iterator[Any], g.itertuples())
             ]
             for stage, g in _in_order(hop_rows)
         }
@@ -240,6 +244,7 @@ class Dashboard:
             for c in (*COUNTERS, "loss rate", "p50", "p95", "p99", "max", "breach")
         )
         rows = []
+        r: Any  # a stage's row: its fields hold whatever its columns do
         for r in m.itertuples():
             cells = "".join(f"<td class='{c}'>{_fmt(getattr(r, c))}</td>" for c in COUNTERS)
             lat = "".join(
