@@ -69,7 +69,7 @@ class Reconciliation:
         ]
         if not tables:
             return pd.DataFrame()
-        frame = pa.concat_tables(tables).to_pandas()
+        frame: pd.DataFrame = pa.concat_tables(tables).to_pandas()
         if stage:
             frame = frame[frame["stage"] == stage]
         if outcome:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from recon.errors import ConfigError, ReconError
 from recon.logs import configure as configure_logging
@@ -56,7 +56,7 @@ class _Version(argparse.Action):
 class _Parser(argparse.ArgumentParser):
     """argparse that reports bad usage as exit code 2 through our error path."""
 
-    def error(self, message: str) -> None:  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         raise ConfigError(f"{self.prog}: {message}")
 
 

@@ -90,9 +90,9 @@ def parse(conn_id: str, value: str) -> Connection:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise ConfigError(f"connection {conn_id}: not JSON: {exc.msg}") from None
-        extra = data.get("extra") or {}
-        if isinstance(extra, str):
-            extra = json.loads(extra)
+        raw_extra = data.get("extra") or {}
+        if isinstance(raw_extra, str):
+            raw_extra = json.loads(raw_extra)
         port = data.get("port")
         return Connection(
             conn_id,
@@ -102,7 +102,7 @@ def parse(conn_id: str, value: str) -> Connection:
             data.get("password"),
             int(port) if port is not None else None,
             data.get("schema"),
-            dict(extra),
+            dict(raw_extra),
         )
     parts = urlsplit(text)
     if not parts.scheme:

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote
 
 import yaml
@@ -181,9 +182,10 @@ def plan(
                 & (older["window_start"] >= since)
                 & (older["window_end"] <= start)
             ]
+            # A row's fields hold whatever its columns do (pandas types them as any scalar).
             windows = [
                 Window(r.window_start.to_pydatetime(), r.window_end.to_pydatetime())
-                for r in stale.itertuples()
+                for r in cast(Iterator[Any], stale.itertuples())
             ] + windows
         for group in _consecutive(windows, max(1, windows_per_task)):
             items.append(Item(path, group[0].start.isoformat(), group[-1].end.isoformat()))

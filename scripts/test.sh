@@ -5,4 +5,5 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
+.venv/bin/mypy  # strict, on recon/ ([tool.mypy] in pyproject.toml)
 .venv/bin/python -m pytest -q "$@"

@@ -109,7 +109,8 @@ def _stage_state(stage: str, rows: pd.DataFrame, breached: pd.DataFrame) -> Stag
         return StageState(stage, totals=dict.fromkeys(COUNTERS, 0))
     worst = None
     if not breached.empty:
-        worst = _ref(breached.loc[breached["loss_rate"].idxmax()])
+        # pandas-stubs: idxmax gives a Hashable label, which .loc's overloads do not take.
+        worst = _ref(breached.loc[breached["loss_rate"].idxmax()])  # type: ignore[call-overload]
     latest = rows.iloc[-1]
     return StageState(
         stage,

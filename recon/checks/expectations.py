@@ -61,10 +61,10 @@ def suite_spec(cfg: PipelineConfig) -> dict[str, Any]:
             limit = getattr(th, key)
             if limit is not None:
                 expectations.append(_expectation(stage, key, column, max_value=limit))
-    for stage in cfg.stages:
-        limit = cfg.max_unreadable_rate(stage.name)
+    for stage_cfg in cfg.stages:
+        limit = cfg.max_unreadable_rate(stage_cfg.name)
         expectations.append(
-            _expectation(stage.name, "max_unreadable_rate", "unreadable_rate", max_value=limit)
+            _expectation(stage_cfg.name, "max_unreadable_rate", "unreadable_rate", max_value=limit)
         )
     if cfg.thresholds.min_events is not None:
         expectations.append(_expectation(cfg.origin.name, "min_events", _FLOOR, min_value=0))
@@ -99,7 +99,7 @@ def ensure_suite(cfg: PipelineConfig, write: bool = False) -> dict[str, Any]:
     spec = suite_spec(cfg)
     if path.exists() and not write:
         try:
-            stored = json.loads(path.read_text())
+            stored: dict[str, Any] = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise ConfigError(f"{path}: unreadable expectation suite: {exc}") from None
         if _comparable(stored) != _comparable(spec):

@@ -27,6 +27,7 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import TypedDict
 
 import duckdb
 import numpy as np
@@ -291,7 +292,15 @@ def _seen_sql(stages: list[StageInput]) -> str:
         GROUP BY w.w, s.event_id"""
 
 
-def _origin_counts(con: duckdb.DuckDBPyConnection, n: int) -> list[dict[str, int]]:
+class _OriginCounts(TypedDict):
+    """The origin's counters of one window, as StageMetrics' keyword arguments."""
+
+    upstream: int
+    arrived: int
+    duplicates: int
+
+
+def _origin_counts(con: duckdb.DuckDBPyConnection, n: int) -> list[_OriginCounts]:
     """Per window: the cohort, and webhook retries (rows in the window minus distinct IDs)."""
     found = {
         w: (int(events), int(retries))
@@ -300,7 +309,7 @@ def _origin_counts(con: duckdb.DuckDBPyConnection, n: int) -> list[dict[str, int
                    sum(s.n_in) - count(*) FILTER (WHERE s.n_in > 0)
             FROM seen s JOIN wins w ON s.w = w.w GROUP BY s.w""").fetchall()
     }
-    per_window = []
+    per_window: list[_OriginCounts] = []
     for w in range(n):
         events, retries = found.get(w, (0, 0))
         per_window.append({"upstream": events, "arrived": events, "duplicates": retries})

@@ -452,9 +452,9 @@ def run(
                     *zip(*((part, now, per_read) for part, per_read in tasks), strict=True),
                 )
                 finish(first)  # the gate's first use (importing GX) overlaps the workers' reads
-                for part, worker_phases in chain((f.result() for f in ahead), rest):
+                for worker_results, worker_phases in chain((f.result() for f in ahead), rest):
                     phases.merge(worker_phases)
-                    finish(part)
+                    finish(worker_results)
         elif windows:
             with ThreadPoolExecutor(1) as counter:  # counted while the first window is read
                 counted = counter.submit(count_origin, cfg, windows)

@@ -252,4 +252,5 @@ def _picked(us: np.ndarray) -> dict[str, float | None]:
     at = {name: max(1, -(-n * num // den)) - 1 for name, (num, den) in QUANTILES.items()}
     worst = us.max()
     us.partition(sorted(set(at.values())))
-    return {name: float(us[i]) / 1000.0 for name, i in at.items()} | {"max": float(worst) / 1000.0}
+    picked: dict[str, float | None] = {name: float(us[i]) / 1000.0 for name, i in at.items()}
+    return picked | {"max": float(worst) / 1000.0}

@@ -20,8 +20,8 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 try:
     from confluent_kafka import ConsumerGroupTopicPartitions
-except ImportError:  # pragma: no cover
-    from confluent_kafka.admin import ConsumerGroupTopicPartitions  # type: ignore[no-redef]
+except ImportError:  # pragma: no cover  (older releases, which had it in admin only)
+    from confluent_kafka.admin import ConsumerGroupTopicPartitions  # type: ignore[no-redef,attr-defined]
 
 from recon.simulate.scenario import Plan
 from recon.sources.sql import conninfo

@@ -16,7 +16,8 @@ REGISTRY: dict[str, ModuleType] = {m.KIND: m for m in (sql, kafka, parquet, file
 
 def read_ledger(cfg: SourceConfig, window: Window) -> LedgerRead:
     """Read one stage's (or dead-letter sink's) rows for `window` with its kind's reader."""
-    return REGISTRY[cfg.source].read(cfg, window)
+    read: LedgerRead = REGISTRY[cfg.source].read(cfg, window)
+    return read
 
 
 def count_ledger_windows(cfg: SourceConfig, windows: list[Window]) -> list[int]:

@@ -26,7 +26,7 @@ import json
 import os
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -120,7 +120,8 @@ class _Lines:
         """Per line: no byte but a final carriage return (a blank line to Arrow's CSV reader)."""
         data, length = self.array, self.stops - self.starts
         carriage = (length > 0) & (data[np.maximum(self.stops - 1, 0)] == ord("\r"))
-        return length - carriage == 0
+        empty: np.ndarray = length - carriage == 0
+        return empty
 
     def blank(self) -> np.ndarray:
         """Per line: only JSON whitespace (a blank line to Arrow's JSON reader)."""
@@ -146,7 +147,8 @@ class _Lines:
         if int(np.count_nonzero(returns)) == int(np.count_nonzero(final)):
             return np.zeros(len(self.starts), bool)
         counts = np.add.reduceat(returns, self.starts, dtype=np.int64)
-        return counts - final > 0
+        inner: np.ndarray = counts - final > 0
+        return inner
 
     def without(self, lines: np.ndarray) -> bytes:
         """The file's bytes without the lines of 0-based indices `lines` (and their newlines)."""
@@ -184,7 +186,7 @@ def _csv_rows(cfg: Config, path: str, lines: _Lines) -> tuple[pa.Table, list[tup
     for threads in (True, False):
         rejected: list[tuple[int | None, str]] = []
 
-        def reject(row: pacsv.InvalidRow, into: list = rejected) -> str:
+        def reject(row: pacsv.InvalidRow, into: list[tuple[int | None, str]] = rejected) -> str:
             into.append(
                 (row.number, f"{row.actual_columns} fields, expected {row.expected_columns}")
             )
@@ -223,7 +225,9 @@ def _csv_rows(cfg: Config, path: str, lines: _Lines) -> tuple[pa.Table, list[tup
     return raw, bad
 
 
-def _raw(ids: list, times: list, lines: list, problems: list | None = None) -> pa.Table:
+def _raw(
+    ids: list[Any], times: list[Any], lines: list[int], problems: list[str | None] | None = None
+) -> pa.Table:
     columns = {
         "id": _json_column(ids),
         "time": _json_column(times),
@@ -317,7 +321,7 @@ def _jsonl_line_by_line(cfg: Config, lines: _Lines) -> tuple[pa.Table, list[tupl
 _JSON_TYPES = {bool: "boolean", float: "number", dict: "object", list: "array"}
 
 
-def _json_column(values: list) -> pa.Array:
+def _json_column(values: list[Any]) -> pa.Array:
     """JSON values as one column: int64 when every one is an integer, else bytes.
 
     A string's bytes are the file's own, bad ones kept, so that UTF-8 is judged

@@ -46,10 +46,11 @@ import operator
 import re
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, TypeVar
+from functools import partial
+from typing import Any, Literal, TypeVar, cast
 
 import duckdb
 import numpy as np
@@ -61,8 +62,8 @@ from pydantic import Field, field_validator, model_validator
 
 try:  # moved between confluent-kafka releases
     from confluent_kafka import ConsumerGroupTopicPartitions
-except ImportError:  # pragma: no cover
-    from confluent_kafka.admin import ConsumerGroupTopicPartitions  # type: ignore[no-redef]
+except ImportError:  # pragma: no cover  (older releases, which had it in admin only)
+    from confluent_kafka.admin import ConsumerGroupTopicPartitions  # type: ignore[no-redef,attr-defined]
 
 from recon import connections
 from recon.errors import ConfigError, SourceError
@@ -324,26 +325,24 @@ def offset_ranges_many(
     # Kafka timestamps are whole ms: ts >= start  <=>  ts_ms >= ceil(start in ms).
     instants = sorted({_ceil_ms(t) for w in windows for t in (w.start, w.end)})
     at: dict[int, list[TopicPartition]] = {}
-    for ms in instants:
-        found = _retrying(
-            cfg,
-            lambda ms=ms: consumer.offsets_for_times(
-                [TopicPartition(cfg.topic, p, ms) for p in parts], cfg.timeout_s
-            ),
+
+    def offsets_at(ms: int) -> list[TopicPartition]:
+        return consumer.offsets_for_times(
+            [TopicPartition(cfg.topic, p, ms) for p in parts], cfg.timeout_s
         )
+
+    def watermarks(p: int) -> tuple[int, int]:
+        return consumer.get_watermark_offsets(
+            TopicPartition(cfg.topic, p), timeout=cfg.timeout_s, cached=False
+        )
+
+    for ms in instants:
+        found = _retrying(cfg, partial(offsets_at, ms))
         for p, tp in zip(parts, found, strict=True):
             if tp.error is not None:
                 raise SourceError(f"{describe(cfg)}: partition {p}: {tp.error}")
         at[ms] = found
-    marks = [
-        _retrying(
-            cfg,
-            lambda p=p: consumer.get_watermark_offsets(
-                TopicPartition(cfg.topic, p), timeout=cfg.timeout_s, cached=False
-            ),
-        )
-        for p in parts
-    ]
+    marks = [_retrying(cfg, partial(watermarks, p)) for p in parts]
     per_window = []
     for w in windows:
         starts, ends = at[_ceil_ms(w.start)], at[_ceil_ms(w.end)]
@@ -643,7 +642,7 @@ def _fetch_loop(
             batches.append(_raw_batch(part, off, ts, list(map(pick, msgs))))
 
 
-def _raw_batch(part: Any, off: Any, ts: Any, raw: list) -> pa.RecordBatch:
+def _raw_batch(part: Any, off: Any, ts: Any, raw: list[bytes | None]) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays(
         [
             pa.array(part, pa.int32()),
@@ -666,6 +665,14 @@ def _on_error(cfg: Config, msg: Any, bounds: _Bounds) -> int | None:
     raise SourceError(f"{describe(cfg)}: partition {msg.partition()}: {err.str()}")
 
 
+def _headers(msg: Message) -> Iterable[tuple[str, bytes | None]]:
+    """A consumed message's headers, (name, bytes or None) pairs.
+
+    confluent-kafka types them as a producer's too: a dict, or str values.
+    """
+    return cast("Iterable[tuple[str, bytes | None]]", msg.headers() or ())
+
+
 def _picker(id_spec: str) -> Any:
     """The per-message accessor of the bytes that hold the event ID."""
     if id_spec == "key":
@@ -673,8 +680,8 @@ def _picker(id_spec: str) -> Any:
     if id_spec.startswith("header:"):
         name = id_spec.split(":", 1)[1]
 
-        def header(m: Any) -> bytes | None:
-            for key, value in m.headers() or ():
+        def header(m: Message) -> bytes | None:
+            for key, value in _headers(m):
                 if key == name:
                     return value
             return None
@@ -950,6 +957,8 @@ def committed_offsets(cfg: Config, parts: list[int]) -> dict[int, int]:
     up as loss, with a note, rather than hiding it as pending).
     """
     admin = AdminClient(client_conf(cfg))
+    if cfg.consumer_group is None:  # the admin API's own check, seen by the type checker
+        raise TypeError("'group_id' cannot be None")
     request = ConsumerGroupTopicPartitions(
         cfg.consumer_group, [TopicPartition(cfg.topic, p) for p in parts]
     )
@@ -999,11 +1008,12 @@ def headers_at(cfg: Config, partition: int, offset: int) -> dict[str, str]:
             msg = consumer.poll(0.5)
             if msg is None:
                 continue
-            if msg.error() is not None:
-                if msg.error().code() == KafkaError._PARTITION_EOF:
+            error = msg.error()
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
                     break
-                raise SourceError(f"{describe(cfg)}: partition {partition}: {msg.error().str()}")
-            return {k: (v or b"").decode("utf-8", "replace") for k, v in msg.headers() or ()}
+                raise SourceError(f"{describe(cfg)}: partition {partition}: {error.str()}")
+            return {k: (v or b"").decode("utf-8", "replace") for k, v in _headers(msg)}
     except KafkaException as exc:
         raise SourceError(f"{describe(cfg)}: {exc.args[0]}") from exc
     finally:

@@ -63,7 +63,8 @@ def describe(cfg: Config) -> str:
 def _filesystem(cfg: Config) -> tuple[pafs.FileSystem, str]:
     try:
         if "://" in cfg.path:
-            return pafs.FileSystem.from_uri(cfg.path)
+            from_uri: tuple[pafs.FileSystem, str] = pafs.FileSystem.from_uri(cfg.path)
+            return from_uri
         return pafs.LocalFileSystem(), cfg.path
     except (pa.ArrowException, OSError) as exc:
         raise SourceError(f"{describe(cfg)}: {exc}") from exc
@@ -342,8 +343,9 @@ def count(cfg: Config, window: Window) -> int:
             for f in files
             if f.span is not None and window.start <= f.span.start and f.span.end <= window.end
         }
-        rows = sum(pq.read_metadata(path, filesystem=fs).num_rows for path in sorted(inside))
+        rows: int = sum(pq.read_metadata(path, filesystem=fs).num_rows for path in sorted(inside))
     except (pa.ArrowException, OSError) as exc:
         raise SourceError(f"{describe(cfg)}: {exc}") from exc
     straddling = [f for f in files if f.path not in inside]
-    return rows + sum(_rows(cfg, fs, f, window, [cfg.time]).table.num_rows for f in straddling)
+    rest: int = sum(_rows(cfg, fs, f, window, [cfg.time]).table.num_rows for f in straddling)
+    return rows + rest

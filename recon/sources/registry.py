@@ -233,7 +233,8 @@ def _name(node: Any) -> str:
         return node
     if isinstance(node, list):
         return "union"
-    return node.get("logicalType") or node["type"]
+    name: str = node.get("logicalType") or node["type"]
+    return name
 
 
 def _skip(w: _Walk, node: Any, named: dict[str, Any], rows: np.ndarray) -> None:
@@ -304,7 +305,7 @@ def _skip_blocks(w: _Walk, node: Any, named: dict[str, Any], rows: np.ndarray) -
         live = more[(w.fail[more] == _OK) & (w.pos[more] < w.end[more])]
 
 
-def _branches(w: _Walk, union: list, rows: np.ndarray) -> list[tuple[Any, np.ndarray]]:
+def _branches(w: _Walk, union: list[Any], rows: np.ndarray) -> list[tuple[Any, np.ndarray]]:
     """Split rows by the union branch their value takes."""
     index = w.varint(rows)
     w.flag(
@@ -315,7 +316,11 @@ def _branches(w: _Walk, union: list, rows: np.ndarray) -> list[tuple[Any, np.nda
 
 
 def _walk(
-    w: _Walk, node: Any, named: dict[str, Any], rows: np.ndarray, wants: list[tuple[_Slot, tuple]]
+    w: _Walk,
+    node: Any,
+    named: dict[str, Any],
+    rows: np.ndarray,
+    wants: list[tuple[_Slot, tuple[str, ...]]],
 ) -> None:
     """Skip a value of `node`, recording where the wanted fields (path rests) are."""
     node = _type_of(node, named)
@@ -357,7 +362,8 @@ def _capture(
             _capture(w, branch, named, sub, slots)
         return
     kind = node if isinstance(node, str) else node["type"]
-    logical = None if isinstance(node, str) else node.get("logicalType")
+    # The schema's JSON: a logical type's name, or anything a broken schema holds.
+    logical: Any = None if isinstance(node, str) else node.get("logicalType")
     if kind in ("string", "bytes"):
         start, size = _skip_bytes(w, rows)
         for slot in slots:
@@ -509,7 +515,9 @@ def _decode_group(
 
 
 def _failed(reasons: np.ndarray) -> np.ndarray:
-    return np.not_equal(reasons, None)
+    # numpy's stubs take no None operand; on an object array it compares elementwise.
+    failed: np.ndarray = np.not_equal(reasons, None)  # type: ignore[call-overload]
+    return failed
 
 
 def _time_column(slot: _Slot, reasons: np.ndarray) -> pa.Array:

@@ -97,7 +97,8 @@ def conninfo(url: str, timeout_s: int = 10) -> str:
     parsed = _parse_url(url)
     if not parsed.drivername.startswith("postgresql"):
         raise ConfigError(f"sql source needs a postgresql URL, got {parsed.drivername}://")
-    parts = {
+    # libpq's keywords; the URL's query parameters are passed on as SQLAlchemy parsed them.
+    parts: dict[str, Any] = {
         "host": parsed.host,
         "port": parsed.port,
         "user": parsed.username,
@@ -141,7 +142,8 @@ _PG_TIME_TYPES = {
 
 def _pg_type(field: pa.Field) -> str:
     """The PostgreSQL type name ADBC records on a result column (int8, uuid, bytea...)."""
-    return (field.metadata or {}).get(b"POSTGRESQL:type", str(field.type).encode()).decode()
+    name: str = (field.metadata or {}).get(b"POSTGRESQL:type", str(field.type).encode()).decode()
+    return name
 
 
 def read(cfg: Config, window: Window) -> LedgerRead:

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, cast, overload
 
 import pandas as pd
 import psycopg
@@ -410,7 +410,7 @@ class ResultStore:
             ).first()
         if row is None:
             return None
-        return _aware(row[0]), _aware(row[1])  # type: ignore[return-value]
+        return _aware(row[0]), _aware(row[1])
 
     # -- alert state -----------------------------------------------------------------
 
@@ -667,6 +667,10 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+@overload
+def _aware(value: datetime) -> datetime: ...
+@overload
+def _aware(value: datetime | None) -> datetime | None: ...
 def _aware(value: datetime | None) -> datetime | None:
     if value is None:
         return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from html import escape
 
@@ -43,6 +44,9 @@ def time_ticks(t0: datetime, t1: datetime) -> list[datetime]:
 
 class _Scale:
     """Rate -> y inside a panel: log by decades (0 drawn under them), or linear."""
+
+    lo: float
+    hi: float
 
     def __init__(self, rates: list[float], log: bool) -> None:
         self.log = log
@@ -105,7 +109,14 @@ def loss_chart(series: Series, thresholds: dict[str, float | None], log: bool = 
     return "".join(parts)
 
 
-def _panel(stage, values, limit, top, x, scale: _Scale) -> str:  # type: ignore[no-untyped-def]
+def _panel(
+    stage: str,
+    values: list[tuple[datetime, float, bool]],
+    limit: float | None,
+    top: int,
+    x: Callable[[datetime], float],
+    scale: _Scale,
+) -> str:
     """One stage: name, y grid with labels, its threshold, its line, breach dots."""
     parts = [
         f'<text class="panel" x="4" y="{top - 7}" font-weight="bold">{escape(stage)}</text>',
@@ -142,7 +153,7 @@ def _panel(stage, values, limit, top, x, scale: _Scale) -> str:  # type: ignore[
     return "".join(parts)
 
 
-def _time_axis(t0: datetime, t1: datetime, x, y: float) -> str:  # type: ignore[no-untyped-def]
+def _time_axis(t0: datetime, t1: datetime, x: Callable[[datetime], float], y: float) -> str:
     """Ticks at round times; the date under the first tick and wherever the day changes."""
     parts = [f'<line x1="{LEFT}" y1="{y}" x2="{W - RIGHT}" y2="{y}" stroke="#999"/>']
     last_day = None

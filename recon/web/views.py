@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import re
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from html import escape
+from typing import Any
 
 import pandas as pd
 
@@ -193,6 +195,7 @@ def grid_html(rows: pd.DataFrame, wins: pd.DataFrame) -> str:
     waiting = rows.loc[(rows["pending"] > 0) | (rows["unverifiable"] > 0), "window_id"]
     in_flight = set(waiting.astype(str))
     head, events, last_day = ["<th>window</th>"], ["<th>events</th>"], None
+    w: Any  # a window's row: its fields hold whatever its columns do
     for w in wins.itertuples():
         day = f"{w.window_start:%Y-%m-%d}"
         label = f"{w.window_start:%H:%M}" if day == last_day else f"{day}<br>{w.window_start:%H:%M}"
@@ -214,7 +217,7 @@ def grid_html(rows: pd.DataFrame, wins: pd.DataFrame) -> str:
     )
 
 
-def _cell(stage: str, row: pd.Series | None, w, today: str, in_flight: bool) -> str:  # type: ignore[no-untyped-def]
+def _cell(stage: str, row: pd.Series | None, w: Any, today: str, in_flight: bool) -> str:
     state = cell_state(row, str(w.status), in_flight)
     when = clock(w.window_start, today)
     if row is None:
@@ -247,6 +250,7 @@ def flow_html(metrics: pd.DataFrame) -> str:
         return ""
     cohort = max(int(stages["upstream"].iloc[0]), 1)
     parts = ["<h2>Flow</h2><div class='flow'>"]
+    r: Any  # a stage's row: its fields hold whatever its columns do
     for r in stages.itertuples():
         stage = escape(str(r.stage))
         if r.position > 0:
@@ -261,7 +265,7 @@ def flow_html(metrics: pd.DataFrame) -> str:
     return "".join(parts) + "</div>"
 
 
-def _leaks(stage: str, r) -> str:  # type: ignore[no-untyped-def]
+def _leaks(stage: str, r: Any) -> str:
     """The hop into `stage`: each leak with its count (zeros muted, never hidden)."""
     items = []
     for name in (*LEAKS, "unreadable"):
@@ -316,7 +320,7 @@ def why_html(missing: pd.DataFrame) -> str:
     )
 
 
-def _by(frame: pd.DataFrame, key: str, label: str, show, css: str) -> str:  # type: ignore[no-untyped-def]
+def _by(frame: pd.DataFrame, key: str, label: str, show: Callable[[Any], str], css: str) -> str:
     """Counts per (stage, outcome) for each value of `key`, with first/last origin time."""
     kinds = sorted({f"{s} {o}" for s, o in zip(frame["stage"], frame["outcome"], strict=True)})
     counts = (
@@ -328,6 +332,7 @@ def _by(frame: pd.DataFrame, key: str, label: str, show, css: str) -> str:  # ty
     peak = max(int(counts.sum(axis=1).max()), 1)
     head = "".join(f"<th>{escape(k)}</th>" for k in kinds)
     rows = []
+    value: Any  # a value of the `key` column
     for value, row in counts.iterrows():
         total = int(row.sum())
         cells = "".join(f"<td>{int(row[k]):,}</td>" for k in kinds)
