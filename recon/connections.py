@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
@@ -120,3 +121,20 @@ def parse(conn_id: str, value: str) -> Connection:
         unquote(parts.path.lstrip("/")) or None,
         extra,
     )
+
+
+def fill_from(data: Any, replaces: str, fill: Callable[[Connection], dict[str, Any]]) -> Any:
+    """A source config's raw mapping with `connection: ID` resolved (a model validator's job).
+
+    `replaces` is the key the connection stands in for (giving both is an error);
+    `fill` turns the connection into the keys it provides. Problems are ValueErrors,
+    so that the config's error names the stage and key.
+    """
+    if not isinstance(data, dict) or not data.get("connection"):
+        return data
+    if replaces in data:
+        raise ValueError(f"give '{replaces}' or 'connection', not both")
+    try:
+        return {**data, **fill(get(str(data["connection"])))}
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from None

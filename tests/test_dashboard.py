@@ -152,6 +152,29 @@ def test_token_is_required_when_configured(tmp_path: Path) -> None:
     assert app.respond("/", {}, auth="Bearer s3cret")[0] == "200 OK"
 
 
+def _missing_stored(tmp_path: Path, ids: list[str]) -> tuple[ResultStore, str]:
+    """A store holding one window of W whose origin saw `ids` and the lake none."""
+    from recon.engine.metrics import StageInput, compute
+    from recon.model import WindowResult
+
+    from .helpers import W, ledger
+
+    computed = compute(
+        W,
+        [
+            StageInput("webhook", ledger([(e, "10:00:00") for e in ids], "receipts")),
+            StageInput("lake", ledger([], "lake")),
+        ],
+    )
+    store = ResultStore(f"sqlite:///{tmp_path / 'r.sqlite'}")
+    store.upgrade()
+    result = WindowResult(
+        "p", W, "breach", computed.events, computed.stages, computed.end_to_end,
+        computed.missing, run_id=store.start_run("p", W.start, W.end, "d"),
+    )  # fmt: skip
+    return store, store.save_window(result, {})
+
+
 def test_bad_input_gets_400_or_401_never_a_traceback(tmp_path: Path) -> None:
     """?page=abc and ?start=garbage answered 500 (a ValueError); ?token=é too (hmac's
     TypeError on non-ASCII text). Now 400 with the reason, and 401."""
@@ -173,26 +196,8 @@ def test_the_missing_events_csv_cannot_carry_a_formula(tmp_path: Path) -> None:
     """Missing IDs a sender chose: '=HYPERLINK(...)', '+1', '-2', '@SUM(A1)', a tab and a CR
     first. In the CSV each starts with a quote, so a spreadsheet shows it as text; a plain
     ID is as it was."""
-    from recon.engine.metrics import StageInput, compute
-    from recon.model import WindowResult
-
-    from .helpers import W, ledger
-
     evil = ['=HYPERLINK("http://x","y")', "+1", "-2", "@SUM(A1)", "\tx", "\ry", "plain"]
-    computed = compute(
-        W,
-        [
-            StageInput("webhook", ledger([(e, "10:00:00") for e in evil], "receipts")),
-            StageInput("lake", ledger([], "lake")),
-        ],
-    )
-    store = ResultStore(f"sqlite:///{tmp_path / 'r.sqlite'}")
-    store.upgrade()
-    result = WindowResult(
-        "p", W, "breach", computed.events, computed.stages, computed.end_to_end,
-        computed.missing, run_id=store.start_run("p", W.start, W.end, "d"),
-    )  # fmt: skip
-    window_id = store.save_window(result, {})
+    store, window_id = _missing_stored(tmp_path, evil)
     status, kind, body = Dashboard(store).respond(f"/missing/{window_id}.csv", {})
     assert (status, kind) == ("200 OK", "text/csv; charset=utf-8")
     rows = list(csv.reader(io.StringIO(body.decode())))[1:]
@@ -202,26 +207,8 @@ def test_the_missing_events_csv_cannot_carry_a_formula(tmp_path: Path) -> None:
 def test_an_event_id_with_percent_or_accents_is_found_over_http(tmp_path: Path) -> None:
     """IDs 'é-1' and '50%off' stored missing: their event pages, requested as a browser
     sends them (percent-encoded UTF-8), show them. The path used to be decoded twice."""
-    from recon.engine.metrics import StageInput, compute
-    from recon.model import WindowResult
-
-    from .helpers import W, ledger
-
     evil = ["é-1", "50%off"]
-    computed = compute(
-        W,
-        [
-            StageInput("webhook", ledger([(e, "10:00:00") for e in evil], "receipts")),
-            StageInput("lake", ledger([], "lake")),
-        ],
-    )
-    store = ResultStore(f"sqlite:///{tmp_path / 'r.sqlite'}")
-    store.upgrade()
-    result = WindowResult(
-        "p", W, "breach", computed.events, computed.stages, computed.end_to_end,
-        computed.missing, run_id=store.start_run("p", W.start, W.end, "d"),
-    )  # fmt: skip
-    store.save_window(result, {})
+    store, _ = _missing_stored(tmp_path, evil)
     app = Dashboard(store)
     seen: list[str] = []
 

@@ -66,7 +66,7 @@ except ImportError:  # pragma: no cover  (older releases, which had it in admin 
     from confluent_kafka.admin import ConsumerGroupTopicPartitions  # type: ignore[no-redef,attr-defined]
 
 from recon import connections
-from recon.errors import ConfigError, SourceError
+from recon.errors import SourceError
 from recon.model import BadRecord, LedgerRead, RetentionGap, Window
 from recon.sources import registry
 from recon.sources.base import Duration, SourceConfig, ledger_table
@@ -121,16 +121,13 @@ class Config(SourceConfig):
     @classmethod
     def _from_connection(cls, data: Any) -> Any:
         """`connection: ID` gives bootstrap and client settings (`client:` keys win)."""
-        if not isinstance(data, dict) or not data.get("connection"):
-            return data
-        if "bootstrap" in data:
-            raise ValueError("give 'bootstrap' or 'connection', not both")
-        try:
-            settings = connections.get(str(data["connection"])).kafka_settings()
-        except ConfigError as exc:
-            raise ValueError(str(exc)) from None
-        bootstrap = settings.pop("bootstrap.servers")
-        return {**data, "bootstrap": bootstrap, "client": {**settings, **data.get("client", {})}}
+
+        def fill(conn: connections.Connection) -> dict[str, Any]:
+            settings = conn.kafka_settings()
+            bootstrap = settings.pop("bootstrap.servers")
+            return {"bootstrap": bootstrap, "client": {**settings, **data.get("client", {})}}
+
+        return connections.fill_from(data, "bootstrap", fill)
 
     @field_validator("id")
     @classmethod

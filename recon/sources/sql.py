@@ -63,15 +63,7 @@ class Config(TimedSource):
     @classmethod
     def _from_connection(cls, data: Any) -> Any:
         """`connection: ID` gives the URL (from AIRFLOW_CONN_<ID> or Airflow's backends)."""
-        if not isinstance(data, dict) or not data.get("connection"):
-            return data
-        if "url" in data:
-            raise ValueError("give 'url' or 'connection', not both")
-        try:
-            url = connections.get(str(data["connection"])).postgresql_url()
-        except ConfigError as exc:
-            raise ValueError(str(exc)) from None
-        return {**data, "url": url}
+        return connections.fill_from(data, "url", lambda c: {"url": c.postgresql_url()})
 
     @model_validator(mode="after")
     def _table_or_query(self) -> Config:
