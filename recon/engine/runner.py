@@ -409,7 +409,11 @@ def run(
         now = now or datetime.now(UTC)
         results: list[WindowResult] = []
 
+        stopped: list[BaseException] = []  # the store failed: nothing after it is stored
+
         def finish(part: list[WindowResult]) -> None:
+            if stopped:  # chunks queued behind a failed one (the gate thread's queue)
+                raise stopped[0]
             with phases.timed("expectations"):
                 validate(suite, part, cfg)
             for result in part:
@@ -417,8 +421,12 @@ def run(
                 result.notes += verdict_notes(result)
                 _settle_status(cfg, result, now)
                 if store is not None:
-                    with phases.timed("store"):
-                        result.window_id = store.save_window(result, thresholds)
+                    try:
+                        with phases.timed("store"):
+                            result.window_id = store.save_window(result, thresholds)
+                    except BaseException as exc:
+                        stopped.append(exc)
+                        raise
                     if not keep_missing:
                         result.missing = None
                 if progress is not None:

@@ -295,8 +295,19 @@ def commit_offsets(bootstrap: str, group: str, topic: str, committed: dict[int, 
     request = ConsumerGroupTopicPartitions(
         group, [TopicPartition(topic, p, off) for p, off in sorted(committed.items())]
     )
-    for future in admin.alter_consumer_group_offsets([request]).values():
-        future.result(30)
+    # A new broker answers the first group request NOT_COORDINATOR per partition (the
+    # future itself succeeds): commit again until every partition took its offset.
+    for _ in range(30):
+        failed = [
+            tp
+            for future in admin.alter_consumer_group_offsets([request]).values()
+            for tp in future.result(30).topic_partitions
+            if tp.error is not None
+        ]
+        if not failed:
+            return
+        time.sleep(0.5)
+    raise RuntimeError(f"group {group}: offsets not committed: {failed[0].error}")
 
 
 def write_lake(lake: pa.Table, path: Path, batch: str | None = None) -> None:

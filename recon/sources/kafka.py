@@ -41,6 +41,7 @@ columnar.
 
 from __future__ import annotations
 
+import functools
 import logging
 import operator
 import re
@@ -59,11 +60,6 @@ import pyarrow.compute as pc
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
 from pydantic import Field, field_validator, model_validator
-
-try:  # moved between confluent-kafka releases
-    from confluent_kafka import ConsumerGroupTopicPartitions
-except ImportError:  # pragma: no cover  (older releases, which had it in admin only)
-    from confluent_kafka.admin import ConsumerGroupTopicPartitions  # type: ignore[no-redef,attr-defined]
 
 from recon import connections
 from recon.errors import SourceError
@@ -948,26 +944,36 @@ def _ms_to_dt(ms: int) -> Any:
 def committed_offsets(cfg: Config, parts: list[int]) -> dict[int, int]:
     """The consumer group's committed offset of each partition that has one.
 
-    Read with the admin API, so recon never joins the production group. Pending
-    means *provably* in flight: a partition without a committed offset proves
-    nothing, so its missing events stay lost (and a mistyped group name shows
-    up as loss, with a note, rather than hiding it as pending).
+    Read by a consumer that carries the group's id but never subscribes, so recon
+    never joins the production group. (The admin API's ListConsumerGroupOffsets
+    made librdkafka 2.16 crash with SIGSEGV when the coordinator answered
+    NOT_COORDINATOR: a new broker, a coordinator moving.) Pending means
+    *provably* in flight: a partition without a committed offset proves nothing,
+    so its missing events stay lost (and a mistyped group name shows up as loss,
+    with a note, rather than hiding it as pending); a partition whose offset
+    cannot be read is an error, not a partition without one.
     """
-    admin = AdminClient(client_conf(cfg))
-    if cfg.consumer_group is None:  # the admin API's own check, seen by the type checker
-        raise TypeError("'group_id' cannot be None")
-    request = ConsumerGroupTopicPartitions(
-        cfg.consumer_group, [TopicPartition(cfg.topic, p) for p in parts]
+    if cfg.consumer_group is None:
+        raise TypeError("committed offsets need a consumer group")
+    consumer = Consumer(
+        {**client_conf(cfg), "group.id": cfg.consumer_group, "enable.auto.commit": False}
     )
     try:
-        futures = admin.list_consumer_group_offsets([request], request_timeout=cfg.timeout_s)
-        result = next(iter(futures.values())).result(timeout=cfg.timeout_s)
-    except (KafkaException, TimeoutError) as exc:
-        reason = exc.args[0] if exc.args else f"no answer within {cfg.timeout_s:g}s"
+        wanted = [TopicPartition(cfg.topic, p) for p in parts]
+        found = _retrying(cfg, functools.partial(consumer.committed, wanted, cfg.timeout_s))
+    except KafkaException as exc:
         raise SourceError(
-            f"{describe(cfg)}: committed offsets of group {cfg.consumer_group}: {reason}"
+            f"{describe(cfg)}: committed offsets of group {cfg.consumer_group}: {exc.args[0]}"
         ) from exc
-    return {tp.partition: tp.offset for tp in result.topic_partitions if tp.offset >= 0}
+    finally:
+        consumer.close()
+    for tp in found:
+        if tp.error is not None:
+            raise SourceError(
+                f"{describe(cfg)}: committed offset of group {cfg.consumer_group}, partition "
+                f"{tp.partition}: {tp.error}"
+            )
+    return {tp.partition: tp.offset for tp in found if tp.offset >= 0}
 
 
 def count_many(cfg: Config, windows: list[Window]) -> list[int]:
