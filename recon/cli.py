@@ -119,7 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--hours", type=float, default=3, help="how far back from --end (whole windows)"
     )
     chk.add_argument("--end", type=_instant, help="default: now (down to a window's start)")
-    chk.add_argument("--max-drop", type=float, default=0.05, help="flag a hop above this")
+    chk.add_argument(
+        "--max-drop", type=float, help="flag a hop whose drop is above this (default 0.05)"
+    )
     chk.add_argument("--json", type=Path)
 
     db = sub.add_parser("db", help="results store maintenance")

@@ -13,20 +13,25 @@ from pydantic import Field, ValidationError, model_validator
 
 from recon.alerts.notifiers import Route
 from recon.errors import ConfigError
-from recon.model import Window
+from recon.model import END_TO_END, Window
 from recon.sources import REGISTRY
 from recon.sources.base import Duration, SourceConfig, Strict, Thresholds
 from recon.timeutil import as_utc, iso
+
+
+def _source_union() -> Any:
+    return Annotated[
+        Union[tuple(k.config for k in REGISTRY.values())],  # noqa: UP007
+        Field(discriminator="source"),
+    ]
+
 
 # A stage or dead-letter sink: one of the registered source kinds, chosen by `source`.
 if TYPE_CHECKING:
     # The union is built from the registry at run time; every member is a SourceConfig.
     SourceSpec: TypeAlias = SourceConfig
 else:
-    SourceSpec = Annotated[
-        Union[tuple(m.Config for m in REGISTRY.values())],  # noqa: UP007
-        Field(discriminator="source"),
-    ]
+    SourceSpec = _source_union()
 _ENV = re.compile(r"\$\{([^}]*)\}")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -90,7 +95,6 @@ class AlertsConfig(Strict):
     routes: list[Route] = Field(default_factory=list)
 
 
-END_TO_END = "end_to_end"
 DEFAULT_SQLITE = "recon-results.sqlite"  # the results store when the config names none
 
 
@@ -156,6 +160,10 @@ class PipelineConfig(Strict):
         """The first stage: its rows define each window's cohort."""
         return self.stages[0]
 
+    def dead_letters_of(self, stage: str) -> list[SourceConfig]:
+        """The dead-letter sinks of the hop into `stage`, in config order."""
+        return [d for d in self.dead_letters if d.stage == stage]
+
     def max_unreadable_rate(self, stage: str) -> float:
         """The stage's limit on unreadable / (unreadable + upstream); default its loss rate."""
         th = self.thresholds_for(stage)
@@ -177,7 +185,10 @@ class PipelineConfig(Strict):
         return next((v for at, v in reversed(starts) if at <= minute), starts[-1][1])
 
     def thresholds_for(self, stage: str | None) -> Thresholds:
-        """The stage's thresholds: its own overrides on top of the global ones."""
+        """The stage's thresholds: its own overrides on top of the global ones.
+
+        End to end (`END_TO_END`, never a stage's name) has the global ones.
+        """
         override = next((s.thresholds for s in self.stages if s.name == stage), None)
         if override is None:
             return self.thresholds
@@ -186,6 +197,15 @@ class PipelineConfig(Strict):
 
 
 _TIME_OF_DAY = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
+
+
+def rebuild_source_union() -> None:
+    """Let configs name every kind in the registry (after `sources.register`)."""
+    global SourceSpec
+    SourceSpec = _source_union()
+    for name in ("stages", "dead_letters"):  # the fields keep the union they were built with
+        PipelineConfig.model_fields[name].annotation = list[SourceSpec]
+    PipelineConfig.model_rebuild(force=True)
 
 
 def _minute_of_day(key: str) -> int:
@@ -230,10 +250,11 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
     """Make relative local paths relative to the config file, not the working directory."""
     entries = [data.get(k) for k in ("stages", "dead_letters")]
     for entry in [e for group in entries if isinstance(group, list) for e in group]:
-        if isinstance(entry, dict) and entry.get("source") in ("parquet", "files"):
-            path = entry.get("path")
+        kind = REGISTRY.get(str(entry.get("source"))) if isinstance(entry, dict) else None
+        for key in kind.paths if kind is not None else ():
+            path = entry.get(key)
             if isinstance(path, str) and "://" not in path and not os.path.isabs(path):
-                entry["path"] = str(base / path)
+                entry[key] = str(base / path)
     results = data.get("results")
     if isinstance(results, str) and "://" not in results and results:
         data["results"] = str(base / results)

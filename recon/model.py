@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from enum import StrEnum
 
 import pyarrow as pa
 
@@ -24,6 +25,23 @@ LEDGER_SCHEMA = pa.schema(
     ]
 )
 
+# The name end-to-end totals go under, beside the stages (never a stage's name).
+END_TO_END = "end_to_end"
+# Outcome codes of a missing event, in the order of their precedence in a hop.
+OUTCOMES = ("dead_lettered", "pending", "unverifiable", "lost")
+# A missing event: the hop it vanished at, why, and where it was last seen.
+MISSING_SCHEMA = pa.schema(
+    [
+        ("event_id", pa.string()),
+        ("stage", pa.string()),
+        ("outcome", pa.string()),
+        ("origin_time", pa.timestamp("us", tz="UTC")),
+        ("last_stage", pa.string()),
+        ("last_seen_at", pa.timestamp("us", tz="UTC")),
+        ("last_location", pa.string()),
+    ]
+)
+
 COUNTERS = (
     "upstream",
     "arrived",
@@ -36,6 +54,15 @@ COUNTERS = (
     "orphans",
     "unreadable",
 )
+
+
+class Status(StrEnum):
+    """A window's status (rules.window_status); equal to its name as a string."""
+
+    OK = "ok"
+    BREACH = "breach"
+    INCOMPLETE = "incomplete"
+    ERROR = "error"
 
 
 @dataclass(frozen=True, order=True)
@@ -205,7 +232,7 @@ class WindowResult:
 
     pipeline: str
     window: Window
-    status: str  # ok | breach | incomplete | error
+    status: Status
     events: int | None = None
     stages: list[StageMetrics] = field(default_factory=list)
     end_to_end: StageMetrics | None = None
@@ -230,3 +257,34 @@ class WindowResult:
             "error": self.error,
             "notes": list(self.notes),
         }
+
+
+@dataclass
+class StageInput:
+    """One stage's reads: its ledger and the dead-letter sinks of its inbound hop."""
+
+    name: str
+    ledger: LedgerRead
+    dead_letters: list[LedgerRead] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Ranges:
+    """How far around a window each side is searched."""
+
+    grace: timedelta = timedelta(minutes=30)
+    skew: timedelta = timedelta(minutes=1)
+
+    def __post_init__(self) -> None:
+        # The orphan check finds a row's own window among the downstream ranges that
+        # hold it, which needs each window inside its own downstream range.
+        if self.grace < timedelta(0) or self.skew < timedelta(0):
+            raise ValueError(f"grace and skew must not be negative: {self}")
+
+    def origin(self, w: Window) -> Window:
+        """Origin rows that can match the window's events (retries, orphan checks)."""
+        return w.widen(self.grace, self.skew)
+
+    def downstream(self, w: Window) -> Window:
+        """Downstream rows of the window's events: late (grace) and skewed arrivals."""
+        return w.widen(self.skew, self.grace)

@@ -263,7 +263,7 @@ def early_warning(
     paths: list[str],
     end: datetime,
     hours: float = 3,
-    max_drop: float = 0.05,
+    max_drop: float | None = None,
     overrides: str | None = None,
 ) -> list[str]:
     """The count-only check over the last hours; the flagged hops, described."""

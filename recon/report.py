@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections import Counter
 
-from recon.model import StageMetrics, WindowResult
+from recon.model import StageMetrics, Status, WindowResult
 
-_COLOURS = {"ok": "32", "incomplete": "33", "breach": "31;1", "error": "35;1"}
+_COLOURS = {Status.OK: "32", Status.INCOMPLETE: "33", Status.BREACH: "31;1", Status.ERROR: "35;1"}
 _COLUMNS = (
     ("stage", 12),
     ("upstream", 10),
@@ -25,7 +25,7 @@ _COLUMNS = (
 )
 
 
-def _status(status: str, colour: bool) -> str:
+def _status(status: Status, colour: bool) -> str:
     return f"\x1b[{_COLOURS[status]}m{status.upper()}\x1b[0m" if colour else status.upper()
 
 
@@ -93,7 +93,8 @@ def window_table(result: WindowResult, colour: bool = False) -> str:
 def run_summary(windows: list[WindowResult], wall_s: float, where: list[str]) -> str:
     """The end of every run: windows by status, the worst hop, the loss, where it went."""
     statuses = Counter(w.status for w in windows)
-    counts = ", ".join(f"{statuses[s]} {s}" for s in ("ok", "breach", "incomplete", "error"))
+    order = (Status.OK, Status.BREACH, Status.INCOMPLETE, Status.ERROR)
+    counts = ", ".join(f"{statuses[s]} {s}" for s in order)
     events = sum(w.events or 0 for w in windows)
     rate = events / wall_s if wall_s > 0 else 0.0
     lines = [f"{len(windows)} windows in {wall_s:.1f}s ({rate:,.0f} events/s): {counts}"]

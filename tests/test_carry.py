@@ -10,8 +10,7 @@ from confluent_kafka.admin import AdminClient
 
 from recon.config import PipelineConfig
 from recon.engine.carry import carry_over, joined, remainder
-from recon.engine.metrics import Ranges, StageInput
-from recon.model import LedgerRead, Window
+from recon.model import LedgerRead, Ranges, StageInput, Window
 from recon.simulate.plant import create_topic
 from recon.sources import read_ledger
 
@@ -43,7 +42,7 @@ def _read_after(cfg: PipelineConfig, first: Window, second: Window) -> dict[str,
     ranges = Ranges(grace=cfg.window.grace, skew=cfg.window.skew)
     reads = _reads(cfg, first)
     stages = [StageInput(s.name, reads[s.name]) for s in cfg.stages]
-    kept = carry_over(cfg, ranges, first, stages, second)
+    kept = carry_over(cfg, ranges, first, stages, second, second.end + timedelta(days=1))
     wants = zip(cfg.stages, (ranges.origin(second), ranges.downstream(second)), strict=True)
     out = {}
     for source, want in wants:
@@ -160,7 +159,7 @@ def test_records_out_of_timestamp_order_are_carried_once(
 def test_ranges_younger_than_the_settle_time_are_read_again(pg_url: str, unique: str) -> None:
     """Rows may still arrive in a range younger than the settle time, which neither the kept
     rows nor the next read (starting where the first ended) would hold: nothing is carried.
-    The test day is days old; a ten-year settle time makes it young."""
+    The test day is a day old at `now`; a ten-year settle time makes it young."""
     table = f"{unique}_receipts"
     with psycopg.connect(pg_url.replace("+psycopg", "")) as conn:
         conn.execute(f"CREATE TABLE {table} (event_id text, received_at timestamptz)")
@@ -177,8 +176,9 @@ def test_ranges_younger_than_the_settle_time_are_read_again(pg_url: str, unique:
     second = Window(first.end, first.end + timedelta(hours=1))
     ranges = Ranges(grace=cfg.window.grace, skew=cfg.window.skew)
     stages = [StageInput(s.name, read_ledger(s, ranges.origin(first))) for s in cfg.stages]
-    assert sorted(carry_over(cfg, ranges, first, stages, second)) == ["copy", "webhook"]
+    now = second.end + timedelta(days=1)
+    assert sorted(carry_over(cfg, ranges, first, stages, second, now)) == ["copy", "webhook"]
     young = cfg.model_copy(
         update={"window": cfg.window.model_copy(update={"settle": timedelta(days=3650)})}
     )
-    assert carry_over(young, ranges, first, stages, second) == {}
+    assert carry_over(young, ranges, first, stages, second, now) == {}

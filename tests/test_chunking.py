@@ -1,4 +1,4 @@
-"""How a run groups windows into reads: by each window's own size, not the first one's."""
+"""How a run groups windows into spans (one read each): by each window's own size."""
 
 from __future__ import annotations
 
@@ -8,7 +8,10 @@ from pathlib import Path
 import pyarrow as pa
 
 from recon.config import PipelineConfig, parse_config
-from recon.engine.runner import chunk, count_origin, reconcile_windows, window_rows
+from recon.engine import plan
+from recon.engine.plan import Span, largest_read, spans, window_rows
+from recon.engine.reading import count_origin
+from recon.engine.reconcile import reconcile_windows
 from recon.model import Window
 from recon.simulate.plant import write_receipts
 
@@ -33,28 +36,36 @@ def _hourly_receipts(pg_url: str, unique: str, per_hour: list[int]) -> PipelineC
     )
 
 
-def test_chunks_follow_each_windows_rows() -> None:
+def _windows(grouped: list[Span]) -> list[list[Window]]:
+    return [span.windows for span in grouped]
+
+
+def test_spans_follow_each_windows_rows() -> None:
     """Rows 10, 10, 100, 100, 10, 10 under a 120-row budget: the two busy hours never share
-    a read; with three jobs no chunk holds more than two windows."""
+    a read; with three jobs no span holds more than two windows."""
     rows = [10, 10, 100, 100, 10, 10]
-    assert chunk(HOURS, rows, 1, max_rows=120) == [HOURS[:3], HOURS[3:]]
-    assert chunk(HOURS, rows, 3, max_rows=120) == [HOURS[:2], HOURS[2:3], HOURS[3:5], HOURS[5:]]
-    assert chunk(HOURS, [500] * 6, 1, max_rows=120) == [[w] for w in HOURS]
+    assert _windows(spans(HOURS, rows, 1, max_rows=120)) == [HOURS[:3], HOURS[3:]]
+    assert _windows(spans(HOURS, rows, 3, max_rows=120)) == [
+        HOURS[:2],
+        HOURS[2:3],
+        HOURS[3:5],
+        HOURS[5:],
+    ]
+    assert _windows(spans(HOURS, [500] * 6, 1, max_rows=120)) == [[w] for w in HOURS]
+    assert [s.rows for s in spans(HOURS, rows, 1, max_rows=120)] == [100, 100]
 
 
-def test_worker_tasks_pair_only_the_windows_over_the_budget() -> None:
+def test_pool_tasks_pair_only_the_windows_over_the_budget() -> None:
     """Two jobs, rows 10, big, big, big, 10, 10 (big: over the read budget). The big windows
-    are read one a read, the first two in one task (the second carries from the first), the
-    third alone; the quiet ones still share reads."""
-    from recon.engine.runner import MAX_ROWS_PER_READ, _worker_tasks
-
-    big = MAX_ROWS_PER_READ + 1
-    tasks = _worker_tasks(HOURS, [10, big, big, big, 10, 10], 2)
-    assert [([w.start.hour for w in ws], n) for ws, n in tasks] == [
-        ([0], 1),
-        ([1, 2], 1),
-        ([3], 1),
-        ([4, 5], 2),
+    are read one a span, the first two in one task (the second carries from the first), the
+    third alone; the quiet ones still share a span."""
+    big = plan.MAX_ROWS_PER_READ + 1
+    tasks = plan.pool_tasks(HOURS, [10, big, big, big, 10, 10], 2)
+    assert [[[w.start.hour for w in s.windows] for s in task] for task in tasks] == [
+        [[0]],
+        [[1], [2]],
+        [[3]],
+        [[4, 5]],
     ]
 
 
@@ -69,54 +80,55 @@ def test_a_quiet_first_hour_does_not_size_the_busy_ones(pg_url: str, unique: str
     assert first[0].events == 10
     counts = count_origin(cfg, HOURS)
     assert counts == per_hour
-    assert window_rows(cfg, first, counts, 5) == per_hour[1:]
-    assert window_rows(cfg, first, None, 5) == [10] * 5  # not countable: the first's size
+    assert window_rows(largest_read(first), counts, 5) == per_hour[1:]
+    assert window_rows(largest_read(first), None, 5) == [10] * 5  # not countable: the first's
     # The two busy hours (02:00, 03:00) go in separate reads of at most 1,500 rows.
-    assert chunk(HOURS[1:], per_hour[1:], 1, max_rows=1500) == [HOURS[1:3], HOURS[3:]]
+    assert _windows(spans(HOURS[1:], per_hour[1:], 1, max_rows=1500)) == [HOURS[1:3], HOURS[3:]]
 
 
 def test_one_busy_hour_does_not_serialize_the_others(
     pg_url: str, unique: str, monkeypatch, tmp_path: Path
 ) -> None:
-    """Receipts: 10 an hour, but 1000 at 02:00, under a 500-row read budget. The reads are
-    [00:00], [01:00], [02:00] (over the budget) and [03:00-06:00). The busy hour is read
-    after the hour before it is stored, and so is the chunk after it; the 01:00 read still
-    overlaps the first hour's compute. Every window's cohort is its hour's receipts, as
-    with the default budget, under which every read after the first overlaps."""
+    """Receipts: 10, 300, 300, 1000, 10, 10 an hour under a 500-row read budget. The spans
+    are [00:00], [01:00], [02:00], [03:00] (over the budget) and [04:00-06:00). 01:00 is
+    read once 00:00 is computed (while it is gated); 02:00 is read on the prefetch thread
+    while 01:00 is computed; the busy hour is read after 02:00 is gated (and stored), and
+    so is the span after it. Every window's cohort is its hour's receipts, as with the
+    default budget, under which the first hour and the rest are two spans."""
     import threading
 
     from recon.engine import runner
+    from recon.engine.reconcile import Engine
 
-    per_hour = [10, 10, 1000, 10, 10, 10]
+    per_hour = [10, 300, 300, 1000, 10, 10]
     cfg = _hourly_receipts(pg_url, unique, per_hour)
     # The gate's suite goes to the test's own directory, not the working one.
     cfg = cfg.model_copy(update={"expectations": str(tmp_path / "expectations")})
     reads: list[tuple[int, bool]] = []  # (first hour read, read on the prefetch thread)
     steps: list[tuple[str, int]] = []  # ("read" | "gate", first hour), in order
-    plain, gate = runner.read_windows, runner.validate
+    plain, gate = Engine.read, runner.validate
 
     def validate(suite, part, cfg):  # type: ignore[no-untyped-def]
         steps.append(("gate", part[0].window.start.hour))
         return gate(suite, part, cfg)
 
-    def read_windows(cfg, windows, phases, kept=None):  # type: ignore[no-untyped-def]
-        reads.append(
-            (windows[0].start.hour, threading.current_thread() is not threading.main_thread())
-        )
-        steps.append(("read", windows[0].start.hour))
-        return plain(cfg, windows, phases, kept)
+    def read(engine, span, phases, kept=None):  # type: ignore[no-untyped-def]
+        hour = span.windows[0].start.hour
+        reads.append((hour, threading.current_thread() is not threading.main_thread()))
+        steps.append(("read", hour))
+        return plain(engine, span, phases, kept)
 
-    monkeypatch.setattr(runner, "read_windows", read_windows)
+    monkeypatch.setattr(Engine, "read", read)
     monkeypatch.setattr(runner, "validate", validate)
-    monkeypatch.setattr(runner, "MAX_ROWS_PER_READ", 500)
+    monkeypatch.setattr(plan, "MAX_ROWS_PER_READ", 500)
     busy = runner.run(cfg, START, START + timedelta(hours=6), None)
-    assert reads == [(0, False), (1, True), (2, False), (3, False)]
-    # The busy hour is read once 01:00 is gated (and stored), 03:00 once 02:00 is.
-    assert steps.index(("gate", 1)) < steps.index(("read", 2))
+    assert reads == [(0, False), (1, False), (2, True), (3, False), (4, False)]
+    # The busy hour is read once 02:00 is gated (and stored), 04:00 once 03:00 is.
     assert steps.index(("gate", 2)) < steps.index(("read", 3))
-    monkeypatch.setattr(runner, "MAX_ROWS_PER_READ", 2_000_000)
+    assert steps.index(("gate", 3)) < steps.index(("read", 4))
+    monkeypatch.setattr(plan, "MAX_ROWS_PER_READ", 2_000_000)
     reads.clear()
     usual = runner.run(cfg, START, START + timedelta(hours=6), None)
-    assert reads == [(0, False), (1, True)]
+    assert reads == [(0, False), (1, False)]
     assert [w.events for w in busy.windows] == [w.events for w in usual.windows] == per_hour
     assert [w.status for w in busy.windows] == [w.status for w in usual.windows] == ["ok"] * 6

@@ -17,6 +17,7 @@ import yaml
 
 from recon.cli import main
 from recon.config import load_config
+from recon.model import StageInput
 from recon.simulate.plant import Targets, pipeline_config, plant
 from recon.simulate.scenario import Scenario, plan
 from recon.store import ResultStore
@@ -154,7 +155,7 @@ def test_token_is_required_when_configured(tmp_path: Path) -> None:
 
 def _missing_stored(tmp_path: Path, ids: list[str]) -> tuple[ResultStore, str]:
     """A store holding one window of W whose origin saw `ids` and the lake none."""
-    from recon.engine.metrics import StageInput, compute
+    from recon.engine.metrics import compute
     from recon.model import WindowResult
 
     from .helpers import W, ledger

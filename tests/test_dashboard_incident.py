@@ -17,6 +17,7 @@ from wsgiref.simple_server import make_server
 import pandas as pd
 import pytest
 
+from recon.model import StageInput
 from recon.simulate.demo import INCIDENT_HOURS, run_demo
 from recon.store import ResultStore
 from recon.web.app import Dashboard
@@ -60,7 +61,7 @@ def incident(pg_url: str, bootstrap: str, tmp_path_factory) -> Iterator[tuple]: 
 
 def _store_other_pipelines(store: ResultStore) -> None:
     """'aaa-ok': one window, every event arrived. 'mmm-error': one window not read."""
-    from recon.engine.metrics import StageInput, compute
+    from recon.engine.metrics import compute
     from recon.model import WindowResult
 
     from .helpers import W, ledger

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from recon.config import parse_config
-from recon.engine.runner import reconcile_windows
+from recon.engine.reconcile import reconcile_windows
 from recon.sources.sql import conninfo
 from recon.timeutil import epoch_ms
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from recon.engine.metrics import StageInput, compute
-from recon.model import COUNTERS, LedgerRead
+from recon.engine.metrics import compute
+from recon.model import COUNTERS, LedgerRead, StageInput
 
 from .helpers import W, ledger
 

@@ -14,8 +14,8 @@ from datetime import timedelta
 import duckdb
 import pytest
 
-from recon.engine.metrics import Ranges, StageInput, compute_many
-from recon.model import Window
+from recon.engine.metrics import compute_many
+from recon.model import Ranges, StageInput, Window
 
 from .helpers import W, ledger
 

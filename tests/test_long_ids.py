@@ -28,9 +28,9 @@ import yaml
 from sqlalchemy.engine import make_url
 
 from recon.cli import main
-from recon.engine.metrics import StageInput, compute
+from recon.engine.metrics import compute
 from recon.errors import StoreError
-from recon.model import WindowResult
+from recon.model import StageInput, WindowResult
 from recon.store import ResultStore, schema
 from recon.store.results import migrations
 from recon.web.app import Dashboard

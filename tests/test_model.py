@@ -6,9 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from recon.engine.metrics import Ranges
 from recon.engine.rules import run_exit_code, window_status
-from recon.model import Window
+from recon.model import Ranges, Window
 
 T = datetime(2026, 11, 20, tzinfo=UTC)
 

@@ -248,7 +248,8 @@ def test_chunked_pipelined_and_parallel_runs_give_the_same_report(
     row: oversized windows, read one after the other), and that with two processes. Only the
     run and window IDs differ. `--timings` names every phase. The same four ways give
     identical 15-minute windows, whose every counter equals the simulator's truth."""
-    from recon.engine import carry, runner
+    from recon.engine import carry, reading
+    from recon.engine import plan as spans
 
     p, targets = planted
     config = _config(tmp_path, targets)
@@ -274,7 +275,7 @@ def test_chunked_pipelined_and_parallel_runs_give_the_same_report(
         "expectations",
         "store",
     }
-    monkeypatch.setattr(runner, "MAX_ROWS_PER_READ", 1)
+    monkeypatch.setattr(spans, "MAX_ROWS_PER_READ", 1)
     assert report("one-window-reads") == whole
     assert report("two-processes", "--jobs", "2") == whole
     monkeypatch.undo()
@@ -290,7 +291,7 @@ def test_chunked_pipelined_and_parallel_runs_give_the_same_report(
         carried.append(kept is not None)
         return carry.remainder(kept, want)
 
-    monkeypatch.setattr(runner, "remainder", remainder)
+    monkeypatch.setattr(reading, "remainder", remainder)
     quarters = report("quarters")
     # After the first window, the other 11 fit one read: it carries for all 4 ledgers.
     assert carried.count(True) == 4
@@ -302,7 +303,7 @@ def test_chunked_pipelined_and_parallel_runs_give_the_same_report(
             got = {k: stage[k] for k in want.stages[stage["stage"]]}
             assert got == want.stages[stage["stage"]], (window["start"], stage["stage"])
     assert report("quarters-two-processes", "--jobs", "2") == quarters
-    monkeypatch.setattr(runner, "MAX_ROWS_PER_READ", 1)
+    monkeypatch.setattr(spans, "MAX_ROWS_PER_READ", 1)
     carried.clear()
     assert report("quarters-one-window-reads") == quarters
     assert carried.count(True) == 4 * 11  # every window's read after the first
@@ -321,7 +322,7 @@ def test_kafka_records_out_of_timestamp_order(
     carrying rows from the read before) and as 15-minute windows, every counter of every
     window equals the simulator's truth (pending too: the committed offsets stop at the
     first record stored that is stamped 02:50 or later)."""
-    from recon.engine import runner
+    from recon.engine import plan as spans
 
     p = plan(dataclasses.replace(_scenario(), kafka_disorder_ms=240_000))
     part, stamps = p.kafka["partition"].to_numpy(), p.kafka["ts_ms"].to_numpy()
@@ -366,7 +367,7 @@ def test_kafka_records_out_of_timestamp_order(
 
     hourly = _config(tmp_path, targets)
     assert_truth(windows(hourly, "chunked"), timedelta(hours=1))
-    monkeypatch.setattr(runner, "MAX_ROWS_PER_READ", 1)
+    monkeypatch.setattr(spans, "MAX_ROWS_PER_READ", 1)
     assert_truth(windows(hourly, "one-a-read"), timedelta(hours=1))
     monkeypatch.undo()
     window = {"size": "15m", "grace": "30m", "settle": "2h", "skew": "1m"}

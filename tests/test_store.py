@@ -10,8 +10,8 @@ import psycopg
 import pytest
 from sqlalchemy.engine import make_url
 
-from recon.engine.metrics import MISSING_SCHEMA, StageInput, compute
-from recon.model import WindowResult
+from recon.engine.metrics import compute
+from recon.model import MISSING_SCHEMA, StageInput, WindowResult
 from recon.store import ResultStore
 
 from .helpers import W, ledger

@@ -14,7 +14,7 @@ from datetime import datetime
 from recon.alerts.notifiers import AlertDeliveryError, Notice, Route, deliver
 from recon.alerts.rules import TRIGGER, decide
 from recon.alerts.state import PipelineState, StageState, WindowRef, pipeline_state
-from recon.config import END_TO_END, PipelineConfig
+from recon.config import PipelineConfig
 from recon.store import ResultStore
 from recon.timeutil import iso
 
@@ -29,7 +29,7 @@ def notice_for(
             return None
         # Nothing left within the horizon: the incident is closed all the same.
         window = WindowRef(now, now, None, 0.0, 0, 0)
-    threshold = cfg.thresholds if state.stage == END_TO_END else cfg.thresholds_for(state.stage)
+    threshold = cfg.thresholds_for(state.stage)
     return Notice(
         action=action,
         pipeline=cfg.pipeline,

@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry, Gauge, pushadd_to_gateway, writ
 
 from recon.alerts.notifiers import AlertDeliveryError, safe_url
 from recon.alerts.state import LATENCIES, PipelineState
-from recon.config import END_TO_END, PipelineConfig
+from recon.config import PipelineConfig
 from recon.model import COUNTERS
 
 _LABELS = ("pipeline", "stage")
@@ -70,7 +70,7 @@ def registry_for(
         breach.labels(*labels).set(1 if stage.breached else 0)
         breached.labels(*labels).set(stage.breached_windows)
         loss.labels(*labels).set(stage.worst_loss_ratio)
-        th = cfg.thresholds if stage.stage == END_TO_END else cfg.thresholds_for(stage.stage)
+        th = cfg.thresholds_for(stage.stage)
         if th.loss_rate is not None and stage.stage != cfg.origin.name:
             threshold.labels(*labels).set(th.loss_rate)
         for counter, value in stage.totals.items():

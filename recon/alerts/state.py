@@ -16,9 +16,9 @@ from typing import Any
 import pandas as pd
 
 from recon.alerts.notifiers import AlertDeliveryError, Notice
-from recon.config import END_TO_END, PipelineConfig
+from recon.config import PipelineConfig
 from recon.errors import ReconError
-from recon.model import COUNTERS
+from recon.model import COUNTERS, END_TO_END
 from recon.store import ResultStore
 
 STATUSES = ("ok", "breach", "incomplete", "error")

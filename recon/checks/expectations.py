@@ -17,9 +17,9 @@ from typing import Any
 
 import pandas as pd
 
-from recon.config import END_TO_END, PipelineConfig
+from recon.config import PipelineConfig
 from recon.errors import ConfigError
-from recon.model import ExpectationOutcome, WindowResult
+from recon.model import END_TO_END, ExpectationOutcome, WindowResult
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
 
@@ -56,7 +56,7 @@ def suite_spec(cfg: PipelineConfig) -> dict[str, Any]:
     """
     expectations = []
     for stage in [*(s.name for s in cfg.stages[1:]), END_TO_END]:
-        th = cfg.thresholds if stage == END_TO_END else cfg.thresholds_for(stage)
+        th = cfg.thresholds_for(stage)
         for key, column in _CHECKS:
             limit = getattr(th, key)
             if limit is not None:

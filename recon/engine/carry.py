@@ -7,7 +7,7 @@ read 1.52 rows per row). The rows of that overlap are kept from the previous
 read, and only the part of the range after it is read from the source.
 
 Readers whose ranges are exact (a row is in [a, b) and [b, c) exactly when it
-is in [a, c)) take part: SQL, Kafka and parquet. A Kafka read goes on past its
+is in [a, c); `Kind.exact_ranges`) take part: SQL, Kafka and parquet. A Kafka read goes on past its
 range's end (`read_past_end`, for records stored out of timestamp order): the
 rest is read from where it stopped, so the two reads are exact by offsets.
 File logs are read whole, so their rows without a time would count twice;
@@ -21,17 +21,16 @@ watermark, so neither reports one.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from recon.config import PipelineConfig
-from recon.engine.metrics import Ranges, StageInput
-from recon.model import LedgerRead, Window
+from recon.model import LedgerRead, Ranges, StageInput, Window
+from recon.sources import kind_of
 from recon.sources.base import SourceConfig
 
-_EXACT_RANGES = {"sql", "kafka", "parquet"}
 _TS = pa.timestamp("us", tz="UTC")
 
 
@@ -59,25 +58,30 @@ def source_ranges(
 
 
 def carry_over(
-    cfg: PipelineConfig, ranges: Ranges, span: Window, stages: list[StageInput], after: Window
+    cfg: PipelineConfig,
+    ranges: Ranges,
+    span: Window,
+    stages: list[StageInput],
+    after: Window,
+    now: datetime,
 ) -> dict[str, Kept]:
-    """The rows of `stages` (a read of `span`) that the read of `after` needs too."""
+    """The rows of `stages` (a read of `span`) that the read of `after` needs too, at `now`."""
     ledgers = {s.name: stage.ledger for s, stage in zip(cfg.stages, stages, strict=True)}
     for stage in stages:
-        sinks = [d for d in cfg.dead_letters if d.stage == stage.name]
+        sinks = cfg.dead_letters_of(stage.name)
         ledgers |= {d.name: read for d, read in zip(sinks, stage.dead_letters, strict=True)}
     wanted = {source.name: want for source, want in source_ranges(cfg, ranges, after)}
     # Rows may still arrive for a range younger than the settle time (a Kafka range that
     # ended at the high watermark, a late commit): kept rows would miss them, and the
     # next read, starting where this one ended, too. Such ranges are read again.
-    settled = datetime.now(UTC) - cfg.window.settle
+    settled = now - cfg.window.settle
     kept = {}
     for source, covered in source_ranges(cfg, ranges, span):
         want = wanted[source.name]
         ledger = ledgers[source.name]
         rest_from = covered.end + source.read_past_end()
         # A retention gap depends on where a read starts: such a ledger is read again.
-        exact = source.source in _EXACT_RANGES and not ledger.gaps and rest_from <= settled
+        exact = kind_of(source).exact_ranges and not ledger.gaps and rest_from <= settled
         if exact and covered.start <= want.start < covered.end and rest_from < want.end:
             head = Window(want.start, covered.end)
             kept[source.name] = Kept(head, rest_from, _since(ledger, want.start))

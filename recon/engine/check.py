@@ -108,9 +108,13 @@ def last_hours(cfg: PipelineConfig, end: datetime, hours: float) -> tuple[dateti
 
 
 def check(
-    cfg: PipelineConfig, start: datetime, end: datetime, max_drop: float = DEFAULT_MAX_DROP
+    cfg: PipelineConfig, start: datetime, end: datetime, max_drop: float | None = None
 ) -> list[CheckWindow]:
-    """Count every stage and dead-letter sink per window of [start, end) and compare hops."""
+    """Count every stage and dead-letter sink per window of [start, end) and compare hops.
+
+    A hop whose drop is above `max_drop` (default `DEFAULT_MAX_DROP`) is flagged.
+    """
+    max_drop = DEFAULT_MAX_DROP if max_drop is None else max_drop
     windows = cfg.window.cut(start, end)
     sources: list[SourceConfig] = [*cfg.stages, *cfg.dead_letters]
     # One job per source, all its windows on one connection or consumer.
@@ -124,7 +128,7 @@ def check(
     for window, c in zip(windows, per_window, strict=True):
         hops = []
         for prev, stage in zip(cfg.stages, cfg.stages[1:], strict=False):
-            dead = sum(c[d.name] for d in cfg.dead_letters if d.stage == stage.name)
+            dead = sum(c[d.name] for d in cfg.dead_letters_of(stage.name))
             hops.append(HopCount(stage.name, c[prev.name], c[stage.name], dead))
         floor = cfg.min_events(window.start)
         result.append(CheckWindow(window, hops, max_drop, c, c[cfg.origin.name], floor))

@@ -16,11 +16,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from recon.config import PipelineConfig
-from recon.engine.metrics import StageInput, compute
-from recon.engine.runner import ranges, read_span
+from recon.engine.metrics import compute
+from recon.engine.reading import ranges, read_range
 from recon.errors import ConfigError
-from recon.model import LedgerRead, Window
-from recon.sources import kafka
+from recon.model import LedgerRead, StageInput, Window
+from recon.sources import kind_of
 from recon.store import ResultStore
 from recon.timeutil import iso
 
@@ -146,20 +146,21 @@ def explain(cfg: PipelineConfig, event_id: str, window: Window) -> Trace:
             _only(s.ledger, event_id, r.origin(window) if i == 0 else r.downstream(window)),
             [_only(d, event_id, r.downstream(window)) for d in s.dead_letters],
         )
-        for i, s in enumerate(read_span(cfg, window))
+        for i, s in enumerate(read_range(cfg, window))
     ]
     sinks = {d.name: d for d in cfg.dead_letters}
     sightings = []
     for stage in stages:
         for row in stage.ledger.table.to_pylist():
             sightings.append(Sighting(stage.name, None, row["stage_time"], _place(row)))
-        sink_cfgs = [d for d in cfg.dead_letters if d.stage == stage.name]
+        sink_cfgs = cfg.dead_letters_of(stage.name)
         for sink_cfg, read in zip(sink_cfgs, stage.dead_letters, strict=True):
             for row in read.table.to_pylist():
                 error = None
                 sink = sinks[sink_cfg.name]
-                if isinstance(sink, kafka.Config) and row["partition"] is not None:
-                    headers = kafka.headers_at(sink, row["partition"], row["offset"])
+                headers_at = kind_of(sink).headers_at
+                if headers_at is not None and row["partition"] is not None:
+                    headers = headers_at(sink, row["partition"], row["offset"])
                     error = headers.get("error") or headers.get("exception") or None
                 sightings.append(
                     Sighting(stage.name, sink_cfg.name, row["stage_time"], _place(row), error)

@@ -34,20 +34,9 @@ import numpy as np
 import pyarrow as pa
 
 from recon.engine.sightings import Cohort, Sightings, early_arrivals, hop_counts
-from recon.model import LedgerRead, StageMetrics, Window
+from recon.model import MISSING_SCHEMA, Ranges, StageInput, StageMetrics, Window
 from recon.timeutil import epoch_us
 
-MISSING_SCHEMA = pa.schema(
-    [
-        ("event_id", pa.string()),
-        ("stage", pa.string()),
-        ("outcome", pa.string()),
-        ("origin_time", pa.timestamp("us", tz="UTC")),
-        ("last_stage", pa.string()),
-        ("last_seen_at", pa.timestamp("us", tz="UTC")),
-        ("last_location", pa.string()),
-    ]
-)
 _TS = pa.timestamp("us", tz="UTC")
 # Matched rows per batch out of DuckDB into the sightings' arrays.
 _BATCH_ROWS = 1 << 18
@@ -67,15 +56,6 @@ _PLACE = (
 
 
 @dataclass
-class StageInput:
-    """One stage's reads: its ledger and the dead-letter sinks of its inbound hop."""
-
-    name: str
-    ledger: LedgerRead
-    dead_letters: list[LedgerRead] = field(default_factory=list)
-
-
-@dataclass
 class Computed:
     """What the algorithm found for one window."""
 
@@ -86,28 +66,6 @@ class Computed:
     # Per hop stage: events charged as lost because they were in flight past `stall`.
     stalled: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # what the numbers alone would hide
-
-
-@dataclass(frozen=True)
-class Ranges:
-    """How far around a window each side is searched."""
-
-    grace: timedelta = timedelta(minutes=30)
-    skew: timedelta = timedelta(minutes=1)
-
-    def __post_init__(self) -> None:
-        # The orphan check finds a row's own window among the downstream ranges that
-        # hold it, which needs each window inside its own downstream range.
-        if self.grace < timedelta(0) or self.skew < timedelta(0):
-            raise ValueError(f"grace and skew must not be negative: {self}")
-
-    def origin(self, w: Window) -> Window:
-        """Origin rows that can match the window's events (retries, orphan checks)."""
-        return w.widen(self.grace, self.skew)
-
-    def downstream(self, w: Window) -> Window:
-        """Downstream rows of the window's events: late (grace) and skewed arrivals."""
-        return w.widen(self.skew, self.grace)
 
 
 def compute(window: Window, stages: list[StageInput], ranges: Ranges | None = None) -> Computed:

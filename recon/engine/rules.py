@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-OK, BREACH, INCOMPLETE, ERROR = "ok", "breach", "incomplete", "error"
+from recon.model import Status
+
 # Exit code of a run, by the worst window status in it.
-SEVERITY = {OK: 0, INCOMPLETE: 0, BREACH: 1, ERROR: 3}
+SEVERITY = {Status.OK: 0, Status.INCOMPLETE: 0, Status.BREACH: 1, Status.ERROR: 3}
+# A finished run's status in the store, by its exit code.
+RUN_STATUS = {0: "ok", 1: "breach", 3: "error"}
 
 
 def is_settled(window_end: datetime, settle: timedelta, now: datetime) -> bool:
@@ -16,7 +19,7 @@ def is_settled(window_end: datetime, settle: timedelta, now: datetime) -> bool:
 
 def window_status(
     *, error: bool, breach: bool, pending: int, unverifiable: int, settled: bool
-) -> str:
+) -> Status:
     """The status of one window.
 
     Rule 1: a source could not be read -> error (no numbers, never zeros).
@@ -27,15 +30,15 @@ def window_status(
     Rule 4: otherwise ok.
     """
     if error:
-        return ERROR
+        return Status.ERROR
     if breach:
-        return BREACH
+        return Status.BREACH
     if pending or unverifiable or not settled:
-        return INCOMPLETE
-    return OK
+        return Status.INCOMPLETE
+    return Status.OK
 
 
-def run_exit_code(statuses: list[str]) -> int:
+def run_exit_code(statuses: list[Status]) -> int:
     """0 all ok or incomplete, 1 a breach, 3 a window could not be computed.
 
     An error outranks a breach: the run is incomplete and must be retried, and

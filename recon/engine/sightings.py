@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from recon.model import OUTCOMES
+
 NOT_SEEN = np.iinfo(np.int64).max
-# Outcome codes of a missing event, in the order of their precedence in a hop.
-OUTCOMES = ("dead_lettered", "pending", "unverifiable", "lost")
 _DEAD, _PENDING, _UNVERIFIABLE, _LOST = range(4)
 # quantile_disc's positions as exact fractions: DuckDB takes the value at
 # max(1, ceil(n * q)) - 1 of the sorted values, in integer arithmetic for a DECIMAL q.

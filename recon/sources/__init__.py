@@ -1,36 +1,55 @@
-"""The source registry: one module per ledger kind, each with `Config`, `read`, `describe`.
+"""The source registry: one module per ledger kind, each ending with its `KIND`.
 
-Adding a kind is one module plus one line here.
+Adding a kind is one module plus one line here (or `register` it, as the
+tests' own kind does); the engine asks kinds for capabilities, never names.
 """
 
 from __future__ import annotations
 
-from types import ModuleType
+from typing import Any
 
 from recon.model import LedgerRead, Window
 from recon.sources import files, kafka, parquet, sql
 from recon.sources.base import SourceConfig
+from recon.sources.kind import Kind
 
-REGISTRY: dict[str, ModuleType] = {m.KIND: m for m in (sql, kafka, parquet, files)}
+KINDS: tuple[Kind[Any], ...] = (sql.KIND, kafka.KIND, parquet.KIND, files.KIND)
+REGISTRY: dict[str, Kind[Any]] = {k.name: k for k in KINDS}
+
+
+def register(kind: Kind[Any]) -> None:
+    """Add a kind: configs may name it from now on (the config model is rebuilt)."""
+    from recon import config  # config builds its union of source configs from REGISTRY
+
+    REGISTRY[kind.name] = kind
+    config.rebuild_source_union()
+
+
+def kind_of(cfg: SourceConfig) -> Kind[Any]:
+    """The kind of a stage's or dead-letter sink's config."""
+    return REGISTRY[cfg.source]
 
 
 def read_ledger(cfg: SourceConfig, window: Window) -> LedgerRead:
     """Read one stage's (or dead-letter sink's) rows for `window` with its kind's reader."""
-    read: LedgerRead = REGISTRY[cfg.source].read(cfg, window)
+    read: LedgerRead = kind_of(cfg).read(cfg, window)
     return read
+
+
+def countable(cfg: SourceConfig) -> bool:
+    """Whether the kind counts rows per window without reading them."""
+    return kind_of(cfg).count_many is not None
 
 
 def count_ledger_windows(cfg: SourceConfig, windows: list[Window]) -> list[int]:
     """Rows per window by the kind's cheap count (offsets, footers, count(*)), else a read.
 
-    Kinds with `count_many` count every window on one connection or consumer.
+    A kind's count takes every window on one connection or consumer.
     """
-    module = REGISTRY[cfg.source]
-    if hasattr(module, "count_many"):
-        return [int(n) for n in module.count_many(cfg, windows)]
-    if hasattr(module, "count"):
-        return [int(module.count(cfg, w)) for w in windows]
-    return [module.read(cfg, w).table.num_rows for w in windows]
+    kind = kind_of(cfg)
+    if kind.count_many is not None:
+        return [int(n) for n in kind.count_many(cfg, windows)]
+    return [kind.read(cfg, w).table.num_rows for w in windows]
 
 
 def check_reachable(sources: list[SourceConfig]) -> None:
@@ -39,6 +58,6 @@ def check_reachable(sources: list[SourceConfig]) -> None:
     Once per run, before any window is read: the first that is not raises its SourceError.
     """
     for cfg in sources:
-        module = REGISTRY[cfg.source]
-        if hasattr(module, "reachable"):
-            module.reachable(cfg)
+        kind = kind_of(cfg)
+        if kind.reachable is not None:
+            kind.reachable(cfg)

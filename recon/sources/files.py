@@ -44,8 +44,7 @@ from recon.sources.base import (
     shown,
     utc_times,
 )
-
-KIND = "files"
+from recon.sources.kind import Kind
 
 
 class Config(TimedSource):
@@ -442,3 +441,6 @@ def _epoch_guess(raw: object) -> int | None:
 
 def _instant(us: int) -> datetime:
     return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=us)
+
+
+KIND = Kind("files", Config, read, paths=("path",))

@@ -67,9 +67,9 @@ from recon.model import BadRecord, LedgerRead, RetentionGap, Window
 from recon.sources import registry
 from recon.sources.base import Duration, SourceConfig, ledger_table
 from recon.sources.gc_pause import gc_paused
+from recon.sources.kind import Kind
 from recon.timeutil import epoch_us, iso
 
-KIND = "kafka"
 T = TypeVar("T")
 _LEADER_MOVING = frozenset(
     {
@@ -1022,3 +1022,14 @@ def headers_at(cfg: Config, partition: int, offset: int) -> dict[str, str]:
     finally:
         consumer.close()
     raise SourceError(f"{describe(cfg)}: no message at partition {partition} offset {offset}")
+
+
+KIND = Kind(
+    "kafka",
+    Config,
+    read,
+    count_many=count_many,
+    reachable=reachable,
+    exact_ranges=True,
+    headers_at=headers_at,
+)

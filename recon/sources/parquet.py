@@ -41,9 +41,8 @@ from recon.sources.base import (
     utc_times,
     wall_bound,
 )
+from recon.sources.kind import Kind
 from recon.timeutil import epoch_us
-
-KIND = "parquet"
 
 
 class Config(TimedSource):
@@ -327,6 +326,11 @@ def _mixed_ids(cfg: Config, types: dict[str, pa.DataType | None]) -> list[str]:
     return warnings
 
 
+def count_many(cfg: Config, windows: list[Window]) -> list[int]:
+    """Rows per window from the footers (`count`)."""
+    return [count(cfg, w) for w in windows]
+
+
 def count(cfg: Config, window: Window) -> int:
     """Rows with a time in `window`, without reading data where the partitions allow.
 
@@ -349,3 +353,6 @@ def count(cfg: Config, window: Window) -> int:
     straddling = [f for f in files if f.path not in inside]
     rest: int = sum(_rows(cfg, fs, f, window, [cfg.time]).table.num_rows for f in straddling)
     return rows + rest
+
+
+KIND = Kind("parquet", Config, read, count_many=count_many, exact_ranges=True, paths=("path",))

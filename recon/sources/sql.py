@@ -39,12 +39,11 @@ from recon.sources.base import (
     utc_times,
     wall_bound,
 )
+from recon.sources.kind import Kind
 from recon.timeutil import epoch_us
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL
-
-KIND = "sql"
 
 
 class Config(TimedSource):
@@ -375,3 +374,6 @@ def _count_text(cfg: Config, windows: list[Window]) -> list[int]:
         int(np.searchsorted(us, epoch_us(w.end)) - np.searchsorted(us, epoch_us(w.start)))
         for w in windows
     ]
+
+
+KIND = Kind("sql", Config, read, count_many=count_many, exact_ranges=True)

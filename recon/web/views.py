@@ -18,11 +18,11 @@ from typing import Any
 
 import pandas as pd
 
+from recon.model import END_TO_END
 from recon.web.charts import pct
 
 # Worst first: the order pipelines are listed in, and the order cell states win in.
 RANK = {"breach": 0, "error": 1, "incomplete": 2, "ok": 3}
-END_TO_END = "end_to_end"
 # What leaves a hop's upstream without arriving (docs/semantics.md), in charge order.
 LEAKS = ("lost", "dead_lettered", "pending", "unverifiable")
 

@@ -1,0 +1,107 @@
+"""The engine's steps for one run: read a span, compute its windows, hand rows on.
+
+Carried reads equal fresh ones: a span's read takes over the rows its ranges
+share with the span before it (carry.py) only where a row is in [a, b) and
+[b, c) exactly when it is in [a, c), so each window is computed from the same
+rows whichever span it is in. `Engine` enforces it by being the only caller of
+`reading.carried`, always with the span the rows were read for.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from recon.config import PipelineConfig
+from recon.engine.carry import Kept
+from recon.engine.heap import release_freed_memory
+from recon.engine.metrics import DUCKDB_MEMORY_BIG_WINDOW, compute_many
+from recon.engine.notes import read_notes, stall_notes
+from recon.engine.phases import Phases
+from recon.engine.plan import MAX_ROWS_PER_READ, Span
+from recon.engine.reading import Read, carried, ranges, read
+from recon.errors import SourceError
+from recon.model import Status, Window, WindowResult
+
+
+@dataclass(frozen=True)
+class Engine:
+    """Reading and computing for one config, judged at `now` (picklable: pool workers get it)."""
+
+    cfg: PipelineConfig
+    now: datetime
+
+    def read(self, span: Span, phases: Phases, kept: dict[str, Kept] | None = None) -> Read:
+        """The span's ledgers, reading only what `kept` (from the span before) lacks."""
+        return read(self.cfg, span, phases, kept)
+
+    def carry(self, span: Span, stages: Read, after: Span) -> dict[str, Kept] | None:
+        """The rows of the read of `span` that the read of `after` (the next span) needs."""
+        return carried(self.cfg, span, stages, after, self.now)
+
+    def compute(self, span: Span, stages: Read, phases: Phases) -> list[WindowResult]:
+        """The span's windows from its read; every window an error if a source failed.
+
+        Statuses are provisional (`incomplete`) until the gate has judged them.
+        """
+        cfg = self.cfg
+        if isinstance(stages, SourceError):
+            return [
+                WindowResult(cfg.pipeline, w, Status.ERROR, error=str(stages)) for w in span.windows
+            ]
+        release_freed_memory()  # what the reads and the last store freed: DuckDB's turn
+        with phases.timed("compute"):
+            big = sum(s.ledger.table.num_rows for s in stages) > MAX_ROWS_PER_READ * len(stages)
+            memory = DUCKDB_MEMORY_BIG_WINDOW if big else None
+            stalled = [self.now >= w.end + cfg.window.stall for w in span.windows]
+            computed = compute_many(span.windows, stages, ranges(cfg), memory, stalled)
+        release_freed_memory()  # what DuckDB freed, before the next read allocates
+        return [
+            WindowResult(
+                cfg.pipeline,
+                window,
+                Status.INCOMPLETE,
+                events=c.events,
+                stages=c.stages,
+                end_to_end=c.end_to_end,
+                missing=c.missing,
+                notes=[
+                    *read_notes(stages, window),
+                    *c.notes,
+                    *stall_notes(cfg, c.stalled, stages),
+                ],
+            )
+            for window, c in zip(span.windows, computed, strict=True)
+        ]
+
+    def reconcile(self, spans: list[Span], phases: Phases) -> list[WindowResult]:
+        """The spans one after the other, each taking over the rows of the one before."""
+        results: list[WindowResult] = []
+        kept = None
+        for j, span in enumerate(spans):
+            after = spans[j + 1] if j + 1 < len(spans) else None
+            computed, kept = self._step(span, kept, after, phases)
+            results += computed
+        return results
+
+    def _step(
+        self, span: Span, kept: dict[str, Kept] | None, after: Span | None, phases: Phases
+    ) -> tuple[list[WindowResult], dict[str, Kept] | None]:
+        # Its own frame: the span's ledgers are freed when it returns, before the next read.
+        stages = self.read(span, phases, kept)
+        computed = self.compute(span, stages, phases)
+        return computed, self.carry(span, stages, after) if after is not None else None
+
+
+def reconcile_windows(
+    cfg: PipelineConfig,
+    windows: list[Window],
+    phases: Phases | None = None,
+    now: datetime | None = None,
+) -> list[WindowResult]:
+    """Consecutive windows from one read of every source, without the gate.
+
+    A source that cannot be read gives every window an error result with no numbers.
+    """
+    engine = Engine(cfg, now or datetime.now(UTC))
+    return engine.reconcile([Span(windows)], phases if phases is not None else Phases())

@@ -1,0 +1,115 @@
+"""Two schedulers of a run's spans: one process with a prefetching read, or a process pool.
+
+Both take the engine's steps (`Engine`) and `finish`, which gates and stores
+computed windows; `finish` runs in window order, one span at a time, and a
+span queued behind a failed `finish` is never finished.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from itertools import chain
+
+from recon.engine.carry import Kept
+from recon.engine.heap import bound_heap
+from recon.engine.phases import Phases
+from recon.engine.plan import Span
+from recon.engine.reading import Read
+from recon.engine.reconcile import Engine
+from recon.model import WindowResult
+
+Finish = Callable[[list[WindowResult]], None]
+# What a span gets from the read of the span before it: that read's rows it needs
+# (read after the span before is finished), or its own read, already under way.
+Handed = dict[str, Kept] | Future[Read] | None
+
+
+def in_process(
+    engine: Engine,
+    spans: list[Span],
+    first: list[WindowResult],
+    handed: Handed,
+    finish: Finish,
+    phases: Phases,
+) -> None:
+    """Finish `first` (the first span's windows, computed), then compute and finish the rest.
+
+    The next span is read while this one is computed, gated and stored (reads
+    wait on servers and librdkafka; DuckDB releases the GIL), unless either is
+    big: a big span is read once the span before it is stored, and the span
+    after it too, since two of them would not fit in memory together (DuckDB
+    spills what it must). `handed` is what the first span hands on to the second.
+    """
+
+    def overlapped(j: int) -> bool:
+        """Whether span j is read while span j - 1 is computed."""
+        return 0 < j < len(spans) and not spans[j - 1].big and not spans[j].big
+
+    # The gate and the store run in their own thread, in window order, so the
+    # next span's compute does not wait for them.
+    with ThreadPoolExecutor(1) as prefetch, ThreadPoolExecutor(1) as gate:
+
+        def hand_on(j: int, stages: Read) -> Handed:
+            if j >= len(spans):
+                return None
+            kept = engine.carry(spans[j - 1], stages, spans[j])
+            if overlapped(j):
+                return prefetch.submit(engine.read, spans[j], phases, kept)
+            return kept
+
+        def step(j: int, handed: Handed) -> Handed:
+            """Span j read (or its read awaited), computed, and queued for `finish`."""
+            if not overlapped(j):
+                # A big span is read once the previous one is stored: a breached
+                # window's missing IDs and their COPY beside the next read made the peak
+                # of a 120 M-event day (bench/RESULTS.md).
+                finished[-1].result()
+            if isinstance(handed, Future):
+                stages = handed.result()
+            else:
+                stages = engine.read(spans[j], phases, handed)
+            after = hand_on(j + 1, stages)  # at most two spans in memory
+            finished.append(gate.submit(finish, engine.compute(spans[j], stages, phases)))
+            return after  # this span's ledgers go with this frame, before the next read
+
+        finished = [gate.submit(finish, first)]
+        for j in range(1, len(spans)):
+            handed = step(j, handed)
+            if finished[-2].done():
+                finished[-2].result()  # a store that failed stops the run now
+        for done in finished:
+            done.result()
+
+
+def in_pool(
+    engine: Engine,
+    ahead: list[Span],
+    first: Callable[[], tuple[list[WindowResult], list[list[Span]]]],
+    finish: Finish,
+    phases: Phases,
+    jobs: int,
+) -> None:
+    """`jobs` worker processes: the spans `ahead` go to workers at once, one task each.
+
+    Meanwhile this process computes its `first` windows and plans the tasks of
+    the rest (each a few spans a worker reads one after the other), and hands
+    them out. Results are finished in window order as tasks complete; each
+    task's phases travel back with them into `phases`.
+    """
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        # Submitting first also forks the workers before this process has read anything.
+        early = [pool.submit(_work, engine, [span]) for span in ahead]
+        computed, tasks = first()
+        later = pool.map(_work, [engine] * len(tasks), tasks)
+        finish(computed)  # the gate's first use (importing GX) overlaps the workers' reads
+        for results, worker_phases in chain((f.result() for f in early), later):
+            phases.merge(worker_phases)
+            finish(results)
+
+
+def _work(engine: Engine, spans: list[Span]) -> tuple[list[WindowResult], Phases]:
+    """A pool worker's task: its spans one after the other; its phases travel back."""
+    bound_heap()  # a forked worker has it already; a spawned one does not
+    phases = Phases()
+    return engine.reconcile(spans, phases), phases

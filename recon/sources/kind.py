@@ -1,0 +1,37 @@
+"""A ledger kind: the config it takes, how it is read, and what else it can do.
+
+Each source module ends with its `KIND`; `recon.sources.REGISTRY` lists them.
+The engine asks a kind for a capability, never for its name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from recon.model import LedgerRead, Window
+from recon.sources.base import SourceConfig
+
+C = TypeVar("C", bound=SourceConfig)
+
+
+@dataclass(frozen=True)
+class Kind(Generic[C]):
+    """One kind of ledger (`source:` in the config)."""
+
+    name: str
+    config: type[C]  # its `source` field is Literal[name]
+    read: Callable[[C, Window], LedgerRead]
+    # Rows per window without reading them (offsets, footers, count(*)), all windows on
+    # one connection; None: counting means reading.
+    count_many: Callable[[C, list[Window]], list[int]] | None = None
+    # Whether the source answers at all, checked once before a run reads anything.
+    reachable: Callable[[C], None] | None = None
+    # A row is in [a, b) and [b, c) exactly when it is in [a, c): a read may take over
+    # the rows of the read before it (engine/carry.py) and read only the rest.
+    exact_ranges: bool = False
+    # Config keys holding a local path: relative ones are relative to the config file.
+    paths: tuple[str, ...] = ()
+    # A row's headers by partition and offset (a dead letter's error text, for explain).
+    headers_at: Callable[[C, int, int], dict[str, str]] | None = None
