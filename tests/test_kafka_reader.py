@@ -21,6 +21,8 @@ from recon.errors import SourceError
 from recon.model import LedgerRead
 from recon.simulate.plant import commit_offsets, create_topic
 from recon.sources import kafka
+from recon.sources.kafka import client as kafka_client
+from recon.sources.kafka import fetch as kafka_fetch
 from recon.timeutil import epoch_ms
 
 from .helpers import W, at
@@ -203,7 +205,7 @@ def test_disorder_notes_and_a_negative_allowance() -> None:
     allowance is refused."""
     cfg = _cfg("127.0.0.1:9092", "t", out_of_order="1m")
     ms = [epoch_ms(at(t)) for t in ("10:00:10", "09:59:00", "11:00:05", "10:59:00")]
-    tracker = kafka._Disorder(epoch_ms(at("11:00:00")))
+    tracker = kafka_fetch.Disorder(epoch_ms(at("11:00:00")))
     tracker.see(np.array([0, 0]), np.array(ms[:2]))
     tracker.past_end(np.array([1, 1]), np.array([7, 8]), np.array(ms[2:]))
     assert tracker.warnings(cfg) == [
@@ -344,12 +346,12 @@ def test_look_ups_outlast_a_moving_leader_but_not_other_errors() -> None:
             raise KafkaException(answer)
         return answer
 
-    assert kafka._retrying(cfg, look_up) == "offsets" and not answers
+    assert kafka_client.retrying(cfg, look_up) == "offsets" and not answers
 
     def unknown() -> str:
         raise KafkaException(KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART))
 
     started = time.monotonic()
     with pytest.raises(KafkaException):
-        kafka._retrying(cfg, unknown)
+        kafka_client.retrying(cfg, unknown)
     assert time.monotonic() - started < 1

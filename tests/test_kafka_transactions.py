@@ -45,6 +45,8 @@ from recon.config import PipelineConfig
 from recon.model import LedgerRead, Window
 from recon.simulate.plant import create_topic, write_receipts
 from recon.sources import kafka
+from recon.sources.kafka import client as kafka_client
+from recon.sources.kafka import offsets as kafka_offsets
 from recon.timeutil import epoch_ms
 
 HOUR_MS = 3_600_000
@@ -180,10 +182,10 @@ def test_offsets_for_times_lands_on_the_first_marker(bootstrap: str, planted: Pl
     transaction's 25 records (of 1,003); W1's and W2's started and ended there (nothing).
     The marker is no record: no read returns its offset."""
     cfg = _cfg(bootstrap, planted.topic)
-    consumer = kafka._consumer(cfg)
+    consumer = kafka_client.new_consumer(cfg)
     try:
         ranges = [
-            kafka.offset_ranges(consumer, cfg, planted.window(k).widen(timedelta(0), OOO))
+            kafka_offsets.offset_ranges(consumer, cfg, planted.window(k).widen(timedelta(0), OOO))
             for k in range(3)
         ]
     finally:
@@ -309,10 +311,12 @@ def test_a_partition_finished_twice_in_one_batch_is_unassigned_once(
     code = f"""
 from confluent_kafka import Consumer, TopicPartition
 from recon.sources import kafka
+from recon.sources.kafka import client as kafka_client, fetch as kafka_fetch
+from recon.sources.kafka import offsets as kafka_offsets
 cfg = kafka.Config(name="t", source="kafka", bootstrap={bootstrap!r}, topic={unique!r})
-consumer = kafka._consumer(cfg)
+consumer = kafka_client.new_consumer(cfg)
 consumer.assign([TopicPartition({unique!r}, 0, 0)])
-bounds = kafka._Bounds([kafka.OffsetRange(0, 0, 1, 0, 1)], 0, 1)
+bounds = kafka_fetch.Bounds([kafka_offsets.OffsetRange(0, 0, 1, 0, 1)], 0, 1)
 assert list(bounds.todo) == [0]
 bounds.finish(consumer, cfg, [0, 0])
 consumer.close()

@@ -51,7 +51,7 @@ from recon.cli import main
 from recon.simulate.plant import Targets, pipeline_config, plant
 from recon.simulate.scenario import Plan, Scenario, plan
 from recon.simulate.truth import WindowTruth, truth
-from recon.sources import kafka as kafka_source
+from recon.sources.kafka import client as kafka_client
 from recon.store import ResultStore
 
 from ..conftest import missing_in_ci_fails
@@ -441,7 +441,7 @@ class _Tap:
     def consumer(self) -> type:
         tap = self
 
-        class Consumer(kafka_source.Consumer):
+        class Consumer(kafka_client.Consumer):
             topic: str | None = None
 
             def assign(self, partitions: list) -> None:
@@ -574,7 +574,7 @@ def test_kafka_dies_or_freezes_mid_read(servers: Servers, big: Planted, fault: s
     started = time.monotonic()
     try:
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(kafka_source, "Consumer", tap.consumer())
+            patch.setattr(kafka_client, "Consumer", tap.consumer())
             code, _ = _run(config, big)
         took = time.monotonic() - started
     finally:
