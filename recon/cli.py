@@ -159,9 +159,11 @@ def _store(config_path: Path, results: str | None) -> ResultStore:
 def cmd_run(args: argparse.Namespace) -> int:
     """`recon run`: reconcile, print a table per window and a summary, optionally JSON."""
     from recon.config import load_config
+    from recon.engine.heap import tune_process
     from recon.engine.runner import run
     from recon.report import run_summary, window_table
 
+    tune_process()  # before any thread allocates
     cfg = load_config(args.config)
     if args.end <= args.start:
         raise ConfigError("--end must be after --start")

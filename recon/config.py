@@ -95,6 +95,7 @@ class AlertsConfig(Strict):
     routes: list[Route] = Field(default_factory=list)
 
 
+_MEMORY = r"^\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)$"  # DuckDB's memory_limit units
 DEFAULT_SQLITE = "recon-results.sqlite"  # the results store when the config names none
 
 
@@ -103,6 +104,17 @@ class MetricsConfig(Strict):
 
     textfile: str | None = None
     pushgateway: str | None = None
+
+
+class ResourcesConfig(Strict):
+    """What one run may use: rows a read may hold, DuckDB's memory before it spills to disk."""
+
+    # Consecutive windows are read together while a source's read stays under it.
+    max_rows_per_read: int = Field(default=2_000_000, gt=0)
+    # DuckDB's memory_limit for computing windows, and for a window over the read
+    # budget (its ledgers already hold most of the process's memory).
+    duckdb_memory: str = Field(default="800MB", pattern=_MEMORY)
+    duckdb_memory_big_window: str = Field(default="300MB", pattern=_MEMORY)
 
 
 class PipelineConfig(Strict):
@@ -118,6 +130,7 @@ class PipelineConfig(Strict):
     dead_letters: list[SourceSpec] = Field(default_factory=list)
     alerts: AlertsConfig | None = None
     metrics: MetricsConfig | None = None
+    resources: ResourcesConfig = ResourcesConfig()
 
     @model_validator(mode="after")
     def _references(self) -> PipelineConfig:

@@ -21,6 +21,7 @@ from recon.alerts.notifiers import AlertDeliveryError
 from recon.alerts.state import publish_and_notify
 from recon.config import PipelineConfig, parse_config
 from recon.engine.check import check, last_hours
+from recon.engine.heap import tune_process
 from recon.engine.runner import run
 from recon.errors import ConfigError, ReconError
 from recon.model import Window
@@ -205,6 +206,7 @@ def _consecutive(windows: list[Window], most: int) -> list[list[Window]]:
 
 def reconcile_item(item: dict[str, str], overrides: str | None = None) -> dict[str, Any]:
     """Reconcile and store a task's windows; an unreadable source raises (the task retries)."""
+    tune_process()  # the task's process is recon's
     cfg = load(item["config"], overrides)
     report = run(
         cfg,

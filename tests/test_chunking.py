@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from recon.config import PipelineConfig, parse_config
+from recon.config import PipelineConfig, ResourcesConfig, parse_config
 from recon.engine import plan
 from recon.engine.plan import Span, largest_read, spans, window_rows
 from recon.engine.reading import count_origin
@@ -44,23 +44,23 @@ def test_spans_follow_each_windows_rows() -> None:
     """Rows 10, 10, 100, 100, 10, 10 under a 120-row budget: the two busy hours never share
     a read; with three jobs no span holds more than two windows."""
     rows = [10, 10, 100, 100, 10, 10]
-    assert _windows(spans(HOURS, rows, 1, max_rows=120)) == [HOURS[:3], HOURS[3:]]
-    assert _windows(spans(HOURS, rows, 3, max_rows=120)) == [
+    assert _windows(spans(HOURS, rows, 1, budget=120)) == [HOURS[:3], HOURS[3:]]
+    assert _windows(spans(HOURS, rows, 3, budget=120)) == [
         HOURS[:2],
         HOURS[2:3],
         HOURS[3:5],
         HOURS[5:],
     ]
-    assert _windows(spans(HOURS, [500] * 6, 1, max_rows=120)) == [[w] for w in HOURS]
-    assert [s.rows for s in spans(HOURS, rows, 1, max_rows=120)] == [100, 100]
+    assert _windows(spans(HOURS, [500] * 6, 1, budget=120)) == [[w] for w in HOURS]
+    assert [s.rows for s in spans(HOURS, rows, 1, budget=120)] == [100, 100]
 
 
 def test_pool_tasks_pair_only_the_windows_over_the_budget() -> None:
     """Two jobs, rows 10, big, big, big, 10, 10 (big: over the read budget). The big windows
     are read one a span, the first two in one task (the second carries from the first), the
     third alone; the quiet ones still share a span."""
-    big = plan.MAX_ROWS_PER_READ + 1
-    tasks = plan.pool_tasks(HOURS, [10, big, big, big, 10, 10], 2)
+    big = 1001
+    tasks = plan.pool_tasks(HOURS, [10, big, big, big, 10, 10], 2, budget=1000)
     assert [[[w.start.hour for w in s.windows] for s in task] for task in tasks] == [
         [[0]],
         [[1], [2]],
@@ -80,10 +80,11 @@ def test_a_quiet_first_hour_does_not_size_the_busy_ones(pg_url: str, unique: str
     assert first[0].events == 10
     counts = count_origin(cfg, HOURS)
     assert counts == per_hour
-    assert window_rows(largest_read(first), counts, 5) == per_hour[1:]
-    assert window_rows(largest_read(first), None, 5) == [10] * 5  # not countable: the first's
+    assert window_rows(largest_read(first), counts, 5, budget=2_000_000) == per_hour[1:]
+    # Not countable: the first window's size.
+    assert window_rows(largest_read(first), None, 5, budget=2_000_000) == [10] * 5
     # The two busy hours (02:00, 03:00) go in separate reads of at most 1,500 rows.
-    assert _windows(spans(HOURS[1:], per_hour[1:], 1, max_rows=1500)) == [HOURS[1:3], HOURS[3:]]
+    assert _windows(spans(HOURS[1:], per_hour[1:], 1, budget=1500)) == [HOURS[1:3], HOURS[3:]]
 
 
 def test_one_busy_hour_does_not_serialize_the_others(
@@ -120,13 +121,12 @@ def test_one_busy_hour_does_not_serialize_the_others(
 
     monkeypatch.setattr(Engine, "read", read)
     monkeypatch.setattr(runner, "validate", validate)
-    monkeypatch.setattr(plan, "MAX_ROWS_PER_READ", 500)
-    busy = runner.run(cfg, START, START + timedelta(hours=6), None)
+    tight = cfg.model_copy(update={"resources": ResourcesConfig(max_rows_per_read=500)})
+    busy = runner.run(tight, START, START + timedelta(hours=6), None)
     assert reads == [(0, False), (1, False), (2, True), (3, False), (4, False)]
     # The busy hour is read once 02:00 is gated (and stored), 04:00 once 03:00 is.
     assert steps.index(("gate", 2)) < steps.index(("read", 3))
     assert steps.index(("gate", 3)) < steps.index(("read", 4))
-    monkeypatch.setattr(plan, "MAX_ROWS_PER_READ", 2_000_000)
     reads.clear()
     usual = runner.run(cfg, START, START + timedelta(hours=6), None)
     assert reads == [(0, False), (1, False)]

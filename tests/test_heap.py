@@ -16,7 +16,7 @@ pytestmark = pytest.mark.skipif(not GLIBC, reason="mallopt and mallinfo2 are gli
 # (earlier tests), glibc serves the next one from those free chunks before it maps.
 _CHECK = """
 import ctypes, ctypes.util, mmap, sys
-from recon.engine.heap import MMAP_THRESHOLD, bound_heap
+from recon.engine.heap import MMAP_THRESHOLD, tune_process
 
 class MallInfo2(ctypes.Structure):
     _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks",
@@ -29,7 +29,7 @@ libc.mallinfo2.restype = MallInfo2
 size = 1 << 20
 assert size > MMAP_THRESHOLD
 if sys.argv[1] == "bound":
-    bound_heap()
+    tune_process()
 libc.free(libc.malloc(size))
 before = libc.mallinfo2().hblkhd
 block = libc.malloc(size)
@@ -48,7 +48,7 @@ def _mapped_growth(mode: str) -> tuple[int, int]:
 
 
 def test_a_big_block_is_still_mapped_after_one_was_freed() -> None:
-    """Without `bound_heap`, freeing a mapped 1 MiB block makes glibc serve the next
+    """Without `tune_process`, freeing a mapped 1 MiB block makes glibc serve the next
     one from an arena, which keeps it when freed (mapped bytes do not grow). With it,
     the next 1 MiB block is a mapping of its own: mapped bytes grow by exactly 1 MiB
     plus glibc's 8-byte header, rounded up to whole pages."""

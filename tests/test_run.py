@@ -62,10 +62,10 @@ def _scenario() -> Scenario:
     )
 
 
-def _config(tmp_path: Path, targets: Targets, **overrides: object) -> Path:
+def _config(tmp_path: Path, targets: Targets, name: str = "pipeline", **overrides: object) -> Path:
     config = pipeline_config(targets, thresholds={"loss_rate": 0.002}, **overrides)
     config["stages"][2]["thresholds"] = {"loss_rate": 0.01}
-    path = tmp_path / "pipeline.yaml"
+    path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
 
@@ -249,12 +249,11 @@ def test_chunked_pipelined_and_parallel_runs_give_the_same_report(
     run and window IDs differ. `--timings` names every phase. The same four ways give
     identical 15-minute windows, whose every counter equals the simulator's truth."""
     from recon.engine import carry, reading
-    from recon.engine import plan as spans
 
     p, targets = planted
-    config = _config(tmp_path, targets)
+    one_row = {"max_rows_per_read": 1}
 
-    def report(name: str, *extra: str) -> list[dict]:
+    def report(name: str, *extra: str, config: Path) -> list[dict]:
         out = tmp_path / f"{name}.json"
         code = _run(
             config, "2026-11-20T00:00:00Z", "2026-11-20T03:00:00Z", "--json", str(out), *extra
@@ -265,7 +264,8 @@ def test_chunked_pipelined_and_parallel_runs_give_the_same_report(
             del w["window_id"], w["run_id"]
         return windows
 
-    whole = report("whole", "--timings", str(tmp_path / "timings.json"))
+    config = _config(tmp_path, targets)
+    whole = report("whole", "--timings", str(tmp_path / "timings.json"), config=config)
     timings = json.loads((tmp_path / "timings.json").read_text())
     assert (timings["jobs"], timings["windows"]) == (1, 3)
     assert set(timings["phases"]) == {
@@ -275,16 +275,16 @@ def test_chunked_pipelined_and_parallel_runs_give_the_same_report(
         "expectations",
         "store",
     }
-    monkeypatch.setattr(spans, "MAX_ROWS_PER_READ", 1)
-    assert report("one-window-reads") == whole
-    assert report("two-processes", "--jobs", "2") == whole
-    monkeypatch.undo()
+    tight = _config(tmp_path, targets, "tight", resources=one_row)
+    assert report("one-window-reads", config=tight) == whole
+    assert report("two-processes", "--jobs", "2", config=tight) == whole
     # 15-minute windows, whose 31-minute grace and skew ranges span three windows: every
     # read after the first takes over rows of the one before (in chunks; one window a
     # read; and with two processes, where a worker takes window 1 alone while the first
     # one sizes the rest, and then windows over the read budget go two by two).
     window = {"size": "15m", "grace": "30m", "settle": "2h", "skew": "1m"}
-    config = _config(tmp_path, targets, window=window)
+    config = _config(tmp_path, targets, "quarters", window=window)
+    tight = _config(tmp_path, targets, "quarters-tight", window=window, resources=one_row)
     carried = []
 
     def remainder(kept: object, want: object) -> object:
@@ -292,7 +292,7 @@ def test_chunked_pipelined_and_parallel_runs_give_the_same_report(
         return carry.remainder(kept, want)
 
     monkeypatch.setattr(reading, "remainder", remainder)
-    quarters = report("quarters")
+    quarters = report("quarters", config=config)
     # After the first window, the other 11 fit one read: it carries for all 4 ledgers.
     assert carried.count(True) == 4
     quarter_truth = truth(p, timedelta(minutes=15), timedelta(minutes=30), timedelta(minutes=1))
@@ -302,18 +302,18 @@ def test_chunked_pipelined_and_parallel_runs_give_the_same_report(
         for stage in window["stages"]:
             got = {k: stage[k] for k in want.stages[stage["stage"]]}
             assert got == want.stages[stage["stage"]], (window["start"], stage["stage"])
-    assert report("quarters-two-processes", "--jobs", "2") == quarters
-    monkeypatch.setattr(spans, "MAX_ROWS_PER_READ", 1)
+    assert report("quarters-two-processes", "--jobs", "2", config=config) == quarters
     carried.clear()
-    assert report("quarters-one-window-reads") == quarters
+    assert report("quarters-one-window-reads", config=tight) == quarters
     assert carried.count(True) == 4 * 11  # every window's read after the first
-    assert report("quarters-one-window-reads-two-processes", "--jobs", "2") == quarters
+    both = report("quarters-one-window-reads-two-processes", "--jobs", "2", config=tight)
+    assert both == quarters
     expected = truth(p, timedelta(hours=1), timedelta(minutes=30), timedelta(minutes=1))
     assert [w["events"] for w in whole] == [t.events for t in expected]
 
 
 def test_kafka_records_out_of_timestamp_order(
-    pg_url: str, bootstrap: str, unique: str, tmp_path: Path, monkeypatch
+    pg_url: str, bootstrap: str, unique: str, tmp_path: Path
 ) -> None:
     """`_scenario`'s pipeline, with every Kafka record stored up to 4 minutes out of timestamp
     order (within out_of_order's default 5). A read of each hour's downstream range holds
@@ -322,7 +322,6 @@ def test_kafka_records_out_of_timestamp_order(
     carrying rows from the read before) and as 15-minute windows, every counter of every
     window equals the simulator's truth (pending too: the committed offsets stop at the
     first record stored that is stamped 02:50 or later)."""
-    from recon.engine import plan as spans
 
     p = plan(dataclasses.replace(_scenario(), kafka_disorder_ms=240_000))
     part, stamps = p.kafka["partition"].to_numpy(), p.kafka["ts_ms"].to_numpy()
@@ -367,9 +366,8 @@ def test_kafka_records_out_of_timestamp_order(
 
     hourly = _config(tmp_path, targets)
     assert_truth(windows(hourly, "chunked"), timedelta(hours=1))
-    monkeypatch.setattr(spans, "MAX_ROWS_PER_READ", 1)
-    assert_truth(windows(hourly, "one-a-read"), timedelta(hours=1))
-    monkeypatch.undo()
+    one_a_read = _config(tmp_path, targets, "one-a-read", resources={"max_rows_per_read": 1})
+    assert_truth(windows(one_a_read, "one-a-read"), timedelta(hours=1))
     window = {"size": "15m", "grace": "30m", "settle": "2h", "skew": "1m"}
     quarters = _config(tmp_path, targets, window=window)
     assert_truth(windows(quarters, "quarters"), timedelta(minutes=15))

@@ -22,16 +22,24 @@ _M_MMAP_THRESHOLD = -3  # glibc's malloc.h
 MMAP_THRESHOLD = 128 << 10  # glibc's initial value, kept fixed
 
 
-def bound_heap() -> None:
-    """Serve every block of 128 KiB or more from its own mapping, for the whole process.
+_tuned = False
 
-    Setting the threshold turns off glibc's raising of it. A 12 M-event day: peak
-    RSS 1,596-1,653 -> 1,454-1,487 MiB at the same wall time (30.9-33.7 s); five
-    breached 5 M-event windows: 1,776 -> 1,717 MiB. Nothing happens where the C
-    library is not glibc.
+
+def tune_process() -> None:
+    """Opt in to recon's allocator settings for the whole process, for good.
+
+    Serves every block of 128 KiB or more from its own mapping (setting the
+    threshold turns off glibc's raising of it), and from then on a run hands
+    freed memory back between its reads and computes (`release_freed_memory`).
+    For processes recon owns: the CLI, the DAG's tasks, pool workers. A
+    notebook calling `recon.api` keeps its own allocator's behaviour. Nothing
+    changes in glibc where the C library is not glibc (bench/README.md has the
+    figures).
     """
+    global _tuned
     if _LIBC is not None and hasattr(_LIBC, "mallopt"):
         _LIBC.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+    _tuned = True
 
 
 def release_freed_memory() -> None:
@@ -40,8 +48,11 @@ def release_freed_memory() -> None:
     librdkafka's and the readers' threads free hundreds of MB that glibc keeps in
     per-thread arenas (RSS of a 5 M-event window's reads: +430 MB without this),
     and Arrow's mimalloc pool keeps what the freed ledgers held (5 M-event
-    windows: peak 2,090 -> 1,882 MiB with `release_unused`).
+    windows: peak 2,090 -> 1,882 MiB with `release_unused`). Only in a process
+    that opted in (`tune_process`).
     """
+    if not _tuned:
+        return
     pa.default_memory_pool().release_unused()  # Arrow's allocator (mimalloc) keeps it too
     if _LIBC is not None and hasattr(_LIBC, "malloc_trim"):
         _LIBC.malloc_trim(0)

@@ -40,12 +40,6 @@ from recon.timeutil import epoch_us
 _TS = pa.timestamp("us", tz="UTC")
 # Matched rows per batch out of DuckDB into the sightings' arrays.
 _BATCH_ROWS = 1 << 18
-# With the next chunk's reads alongside, 800 MB keeps a 12 M-event day's run under 2 GB.
-DUCKDB_MEMORY = os.environ.get("RECON_DUCKDB_MEMORY", "800MB")
-# For a window bigger than one read's budget (read alone): its ledgers take the rest, and
-# the sightings' arrays ~30 bytes an event (a 5 M-event window: 1,540 MiB peak either way
-# with 400 MB before them, 300 MB with them).
-DUCKDB_MEMORY_BIG_WINDOW = os.environ.get("RECON_DUCKDB_MEMORY_BIG_WINDOW", "300MB")
 # A pair of `seen` (s) in the cohort of its window (w): its first time is inside the window.
 _COHORT = "s.origin_time >= w.ws AND s.origin_time < w.we"
 # A row's place, kept as a struct while aggregating and formatted only for missing events.
@@ -87,14 +81,13 @@ def compute_many(
     (ended more than `window.stall` ago) no event is pending any more.
     """
     ranges = ranges or Ranges()
-    con = duckdb.connect(
-        config={
-            # Beyond it, joins and aggregates spill to disk.
-            "memory_limit": memory_limit or DUCKDB_MEMORY,
-            "temp_directory": os.path.join(tempfile.gettempdir(), "recon-duckdb"),
-            "preserve_insertion_order": False,
-        }
-    )
+    settings: dict[str, str | bool | int | float | list[str]] = {
+        "temp_directory": os.path.join(tempfile.gettempdir(), "recon-duckdb"),
+        "preserve_insertion_order": False,
+    }
+    if memory_limit is not None:  # beyond it, joins and aggregates spill to disk
+        settings["memory_limit"] = memory_limit
+    con = duckdb.connect(config=settings)
     con.execute("SET TimeZone = 'UTC'")
     con.register("wins", _windows_table(windows, ranges))
     for i, stage in enumerate(stages):

@@ -11,20 +11,20 @@ of rows when its windows allow it.
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 
 from recon.model import Window, WindowResult
 
-# Rows one read of one source may hold; windows are grouped under it (override: env).
-MAX_ROWS_PER_READ = int(os.environ.get("RECON_MAX_ROWS_PER_READ", "2000000"))
-
 
 @dataclass(frozen=True)
 class Span:
-    """Consecutive windows read at once; `rows` estimates its largest window's largest ledger."""
+    """Consecutive windows read at once; `rows` estimates its largest window's largest ledger.
+
+    `budget` is the rows one read of one source may hold (`resources.max_rows_per_read`).
+    """
 
     windows: list[Window]
+    budget: int
     rows: int = 0
 
     @property
@@ -35,34 +35,31 @@ class Span:
     @property
     def big(self) -> bool:
         """Over one read's budget: such a span is read alone, never beside another read."""
-        return self.rows > MAX_ROWS_PER_READ
+        return self.rows > self.budget
 
 
-def spans(
-    windows: list[Window], rows: list[int], jobs: int, max_rows: int | None = None
-) -> list[Span]:
-    """Group consecutive windows so that one read of a source stays under `max_rows` rows.
+def spans(windows: list[Window], rows: list[int], jobs: int, budget: int) -> list[Span]:
+    """Group consecutive windows so that one read of a source stays under `budget` rows.
 
     `rows` holds each window's estimated rows (`window_rows`). With several
     jobs, there are at least as many spans as jobs when possible.
     """
-    budget = max_rows or MAX_ROWS_PER_READ
     most = -(-len(windows) // max(jobs, 1))
     out: list[Span] = []
     current: list[Window] = []
     sizes: list[int] = []
     for window, n in zip(windows, rows, strict=True):
         if current and (sum(sizes) + n > budget or len(current) >= most):
-            out.append(Span(current, max(sizes)))
+            out.append(Span(current, budget, max(sizes)))
             current, sizes = [], []
         current.append(window)
         sizes.append(n)
     if current:
-        out.append(Span(current, max(sizes)))
+        out.append(Span(current, budget, max(sizes)))
     return out
 
 
-def pool_tasks(windows: list[Window], rows: list[int], jobs: int) -> list[list[Span]]:
+def pool_tasks(windows: list[Window], rows: list[int], jobs: int, budget: int) -> list[list[Span]]:
     """The tasks of a process pool: each a few spans its worker reads one after the other.
 
     A worker's next span takes over the rows its ranges share with the one
@@ -72,7 +69,7 @@ def pool_tasks(windows: list[Window], rows: list[int], jobs: int) -> list[list[S
     grace), and a worker holds one window's results while it computes the other.
     """
     tasks: list[list[Span]] = []
-    for span in spans(windows, rows, jobs):  # a window over the budget is a span of its own
+    for span in spans(windows, rows, jobs, budget):  # a window over the budget is a span of its own
         previous = tasks[-1] if tasks else []
         if span.big and len(previous) == 1 and previous[0].big:
             previous.append(span)
@@ -81,7 +78,7 @@ def pool_tasks(windows: list[Window], rows: list[int], jobs: int) -> list[list[S
     return tasks
 
 
-def window_rows(largest: int | None, counts: list[int] | None, rest: int) -> list[int]:
+def window_rows(largest: int | None, counts: list[int] | None, rest: int, budget: int) -> list[int]:
     """The estimated rows of each window's largest ledger after the first, to size reads.
 
     `counts` are the origin rows of the first window and the `rest` after it
@@ -92,7 +89,7 @@ def window_rows(largest: int | None, counts: list[int] | None, rest: int) -> lis
     its budget.
     """
     if counts is None:  # not countable: the first window's size, else one window a read
-        return [MAX_ROWS_PER_READ if largest is None else largest] * rest
+        return [budget if largest is None else largest] * rest
     per_origin_row = max(1.0, (largest or 0) / counts[0]) if counts[0] else 1.0
     return [math.ceil(n * per_origin_row) for n in counts[1:]]
 

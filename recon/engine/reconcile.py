@@ -15,10 +15,10 @@ from datetime import UTC, datetime
 from recon.config import PipelineConfig
 from recon.engine.carry import Kept
 from recon.engine.heap import release_freed_memory
-from recon.engine.metrics import DUCKDB_MEMORY_BIG_WINDOW, compute_many
+from recon.engine.metrics import compute_many
 from recon.engine.notes import read_notes, stall_notes
 from recon.engine.phases import Phases
-from recon.engine.plan import MAX_ROWS_PER_READ, Span
+from recon.engine.plan import Span
 from recon.engine.reading import Read, carried, ranges, read
 from recon.errors import SourceError
 from recon.model import Status, Window, WindowResult
@@ -51,8 +51,10 @@ class Engine:
             ]
         release_freed_memory()  # what the reads and the last store freed: DuckDB's turn
         with phases.timed("compute"):
-            big = sum(s.ledger.table.num_rows for s in stages) > MAX_ROWS_PER_READ * len(stages)
-            memory = DUCKDB_MEMORY_BIG_WINDOW if big else None
+            res = cfg.resources
+            rows = sum(s.ledger.table.num_rows for s in stages)
+            big = rows > res.max_rows_per_read * len(stages)
+            memory = res.duckdb_memory_big_window if big else res.duckdb_memory
             stalled = [self.now >= w.end + cfg.window.stall for w in span.windows]
             computed = compute_many(span.windows, stages, ranges(cfg), memory, stalled)
         release_freed_memory()  # what DuckDB freed, before the next read allocates
@@ -104,4 +106,5 @@ def reconcile_windows(
     A source that cannot be read gives every window an error result with no numbers.
     """
     engine = Engine(cfg, now or datetime.now(UTC))
-    return engine.reconcile([Span(windows)], phases if phases is not None else Phases())
+    span = Span(windows, cfg.resources.max_rows_per_read)
+    return engine.reconcile([span], phases if phases is not None else Phases())

@@ -15,7 +15,6 @@ from datetime import UTC, datetime
 from recon.checks.expectations import ensure_suite, validate
 from recon.config import PipelineConfig
 from recon.engine import plan, schedule
-from recon.engine.heap import bound_heap
 from recon.engine.notes import verdict_notes
 from recon.engine.phases import Phases
 from recon.engine.plan import Span
@@ -76,7 +75,6 @@ def run(
     `progress` is called with each window once it is stored.
     """
     started = time.perf_counter()
-    bound_heap()  # before any thread allocates
     phases = Phases()
     windows = cfg.window.cut(start, end)
     suite = ensure_suite(cfg)  # configuration problems surface before any reading
@@ -98,7 +96,7 @@ def run(
             # span): `jobs` windows at a time from the start. (With `jobs` ahead, a
             # 120 M-event day ran three big windows on two cores at first: 600 s
             # instead of 577.)
-            ahead = [Span([w]) for w in windows[1:jobs]]
+            ahead = [Span([w], cfg.resources.max_rows_per_read) for w in windows[1:jobs]]
             plan_pool = functools.partial(_first_of_pool, engine, windows, jobs, phases)
             schedule.in_pool(engine, ahead, plan_pool, finish, phases, jobs)
         elif windows:
@@ -127,12 +125,13 @@ def _first_of_process(
     """
     with ThreadPoolExecutor(1) as counter:  # counted while the first window is read
         counted = counter.submit(count_origin, engine.cfg, windows)
-        head = Span(windows[:1])
+        budget = engine.cfg.resources.max_rows_per_read
+        head = Span(windows[:1], budget)
         stages = engine.read(head, phases)
         first = engine.compute(head, stages, phases)
         largest = plan.largest_read(first)
-        rows = plan.window_rows(largest, counted.result(), len(windows) - 1)
-    spans = [Span(head.windows, largest or 0), *plan.spans(windows[1:], rows, 1)]
+        rows = plan.window_rows(largest, counted.result(), len(windows) - 1, budget)
+    spans = [Span(head.windows, budget, largest or 0), *plan.spans(windows[1:], rows, 1, budget)]
     handed = engine.carry(spans[0], stages, spans[1]) if len(spans) > 1 else None
     return first, spans, handed
 
@@ -143,9 +142,12 @@ def _first_of_pool(
     """The first window computed alone, and the pool's tasks for the windows after `jobs`."""
     with ThreadPoolExecutor(1) as counter:  # counted while the first window is read
         counted = counter.submit(count_origin, engine.cfg, [windows[0], *windows[jobs:]])
-        first = engine.reconcile([Span(windows[:1])], phases)
-        rows = plan.window_rows(plan.largest_read(first), counted.result(), len(windows) - jobs)
-    return first, plan.pool_tasks(windows[jobs:], rows, jobs)
+        budget = engine.cfg.resources.max_rows_per_read
+        first = engine.reconcile([Span(windows[:1], budget)], phases)
+        rows = plan.window_rows(
+            plan.largest_read(first), counted.result(), len(windows) - jobs, budget
+        )
+    return first, plan.pool_tasks(windows[jobs:], rows, jobs, budget)
 
 
 class _Finish:

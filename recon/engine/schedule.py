@@ -12,7 +12,7 @@ from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from itertools import chain
 
 from recon.engine.carry import Kept
-from recon.engine.heap import bound_heap
+from recon.engine.heap import tune_process
 from recon.engine.phases import Phases
 from recon.engine.plan import Span
 from recon.engine.reading import Read
@@ -110,6 +110,6 @@ def in_pool(
 
 def _work(engine: Engine, spans: list[Span]) -> tuple[list[WindowResult], Phases]:
     """A pool worker's task: its spans one after the other; its phases travel back."""
-    bound_heap()  # a forked worker has it already; a spawned one does not
+    tune_process()  # recon's own process (a forked worker may have it already)
     phases = Phases()
     return engine.reconcile(spans, phases), phases
