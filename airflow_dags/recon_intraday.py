@@ -27,8 +27,8 @@ def recon_intraday() -> None:
 
     @task(retries=2, retry_delay=timedelta(minutes=1))
     def early_warning(data_interval_end: Any = None) -> None:
-        from recon.orchestration import config_paths
-        from recon.orchestration import early_warning as check
+        from recon.airflow_tasks import config_paths
+        from recon.airflow_tasks import early_warning as check
 
         flagged = check(
             config_paths(Variable.get("recon_configs", default=None)),

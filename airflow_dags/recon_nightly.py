@@ -69,7 +69,7 @@ def recon_nightly() -> None:
 
         from airflow.configuration import conf
 
-        from recon.orchestration import config_paths, night, plan
+        from recon.airflow_tasks import config_paths, night, plan
 
         start, end = night(
             data_interval_start,
@@ -95,8 +95,8 @@ def recon_nightly() -> None:
         max_retry_delay=timedelta(minutes=30),
     )
     def reconcile(item: dict) -> dict:
+        from recon.airflow_tasks import reconcile_item
         from recon.errors import ReconError
-        from recon.orchestration import reconcile_item
 
         try:
             return reconcile_item(item, _variable("recon_overrides"))
@@ -109,7 +109,7 @@ def recon_nightly() -> None:
     def gate(results: list) -> dict:
         from datetime import UTC
 
-        from recon.orchestration import gate as gate_windows
+        from recon.airflow_tasks import gate as gate_windows
 
         # A slice is one request for every mapped result; list() walked them one by one
         # until a 404, which logged an "XCom not found" error on every night.
@@ -119,7 +119,7 @@ def recon_nightly() -> None:
     def announce(breached: dict, outlet_events: Any = None) -> list:
         from airflow.sdk import Asset
 
-        from recon.orchestration import asset_uri
+        from recon.airflow_tasks import asset_uri
 
         clean = sorted(p for p, windows in breached.items() if not windows)
         for pipeline in clean:

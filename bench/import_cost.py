@@ -17,7 +17,7 @@ import sys
 
 COMMANDS = {
     "--version": ["recon.cli"],
-    "check": ["recon.cli", "recon.config", "recon.engine.check"],
+    "check": ["recon.cli", "recon.config", "recon.engine.early_warning"],
     "explain": ["recon.cli", "recon.config", "recon.engine.explain"],
     "dashboard": ["recon.cli", "recon.config", "recon.store", "recon.web.app"],
     "db": ["recon.cli", "recon.config", "recon.store"],

@@ -3,7 +3,7 @@
 Plants 24 hours x E events (the simulator's pipeline: receipts table, topic, lake,
 dead letters), then times, each in a fresh Python process as Airflow's task runner
 starts one (imports included, planting not timed):
-  - importing recon's orchestration module alone;
+  - importing recon's airflow_tasks module alone;
   - `reconcile_item` of one window (the DAG before: 24 such tasks a night);
   - `reconcile_item` of 6 consecutive windows (the DAG now: 4 tasks a night).
 
@@ -56,10 +56,10 @@ def main() -> None:
         return json.dumps({"config": str(config), "start": DAY.isoformat(), "end": end.isoformat()})
 
     shapes = {
-        "import recon.orchestration": "import recon.orchestration",
-        "1 window a task": f"from recon.orchestration import reconcile_item; "
+        "import recon.airflow_tasks": "import recon.airflow_tasks",
+        "1 window a task": f"from recon.airflow_tasks import reconcile_item; "
         f"reconcile_item({item(1)})",
-        "6 windows a task": f"from recon.orchestration import reconcile_item; "
+        "6 windows a task": f"from recon.airflow_tasks import reconcile_item; "
         f"reconcile_item({item(6)})",
     }
     _timed(shapes["1 window a task"])  # warm the page cache, write the suite

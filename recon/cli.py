@@ -314,7 +314,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     """`recon check`: count-only drop detection over the last hours; exit 1 when flagged."""
     from recon.config import load_config
-    from recon.engine.check import check, check_table, last_hours
+    from recon.engine.early_warning import check, check_table, last_hours
 
     cfg = load_config(args.config)
     start, end = last_hours(cfg, args.end or datetime.now(UTC), args.hours)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeAlias, Union
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
-from recon.alerts.notifiers import Route
+from recon.alerts.channels import Route
 from recon.errors import ConfigError
 from recon.model import END_TO_END, Window
 from recon.sources import REGISTRY

@@ -57,7 +57,7 @@ COUNTERS = (
 
 
 class Status(StrEnum):
-    """A window's status (rules.window_status); equal to its name as a string."""
+    """A window's status (status.window_status); equal to its name as a string."""
 
     OK = "ok"
     BREACH = "breach"

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from recon.alerts.rules import RESOLVE, TRIGGER, AlertState, decide
+from recon.alerts.decision import RESOLVE, TRIGGER, AlertState, decide
 
 NOW = datetime(2026, 11, 28, 6, tzinfo=UTC)
 EVERY = timedelta(hours=4)

@@ -12,7 +12,7 @@ import yaml
 
 from recon.cli import main
 from recon.config import load_config
-from recon.engine.check import check
+from recon.engine.early_warning import check
 from recon.simulate.plant import Targets, pipeline_config, plant
 from recon.simulate.scenario import Scenario, plan
 
@@ -110,7 +110,7 @@ def test_the_checked_windows_are_whole_windows_on_the_run_grid(
     """`recon check` at 12:23:12.45 checked [09:23:12.45, 12:23:12.45): windows that match
     no stored window. Now the whole windows before it, as the nightly run cuts them."""
     from recon.config import parse_config
-    from recon.engine.check import last_hours
+    from recon.engine.early_warning import last_hours
 
     stages = [{"name": "a", "source": "files", "path": "x"}, {"name": "b", "source": "files",
               "path": "y"}]  # fmt: skip

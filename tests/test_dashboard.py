@@ -155,7 +155,7 @@ def test_token_is_required_when_configured(tmp_path: Path) -> None:
 
 def _missing_stored(tmp_path: Path, ids: list[str]) -> tuple[ResultStore, str]:
     """A store holding one window of W whose origin saw `ids` and the lake none."""
-    from recon.engine.metrics import compute
+    from recon.engine.loss import compute
     from recon.model import WindowResult
 
     from .helpers import W, ledger

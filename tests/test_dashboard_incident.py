@@ -61,7 +61,7 @@ def incident(pg_url: str, bootstrap: str, tmp_path_factory) -> Iterator[tuple]: 
 
 def _store_other_pipelines(store: ResultStore) -> None:
     """'aaa-ok': one window, every event arrived. 'mmm-error': one window not read."""
-    from recon.engine.metrics import compute
+    from recon.engine.loss import compute
     from recon.model import WindowResult
 
     from .helpers import W, ledger

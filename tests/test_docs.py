@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from recon.alerts.notifiers import Route
+from recon.alerts.channels import Route
 from recon.config import AlertsConfig, MetricsConfig, PipelineConfig, WindowConfig
 from recon.sources import KINDS
 from recon.sources.base import SourceConfig, Thresholds

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from recon.engine.metrics import compute
+from recon.engine.loss import compute
 from recon.model import COUNTERS, LedgerRead, StageInput
 
 from .helpers import W, ledger

@@ -17,7 +17,7 @@ import yaml
 from recon import api
 from recon.cli import main
 from recon.config import parse_config
-from recon.engine.check import check
+from recon.engine.early_warning import check
 from recon.report import window_table
 from recon.simulate.plant import Targets, commit_offsets, create_topic, plant
 from recon.simulate.scenario import plan

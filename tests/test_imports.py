@@ -19,11 +19,11 @@ print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] == "great_expe
 @pytest.mark.parametrize(
     "modules",
     [
-        ["recon.cli", "recon.config", "recon.engine.check"],
+        ["recon.cli", "recon.config", "recon.engine.early_warning"],
         ["recon.cli", "recon.config", "recon.engine.explain"],
         ["recon.cli", "recon.config", "recon.store", "recon.web.app"],
         ["recon.cli", "recon.config", "recon.store", "recon.alerts.state"],
-        ["recon.api", "recon.orchestration", "recon.engine.runner"],
+        ["recon.api", "recon.airflow_tasks", "recon.engine.runner"],
     ],
     ids=["check", "explain", "dashboard", "db and alerts", "run before its gate"],
 )

@@ -14,7 +14,7 @@ from datetime import timedelta
 import duckdb
 import pytest
 
-from recon.engine.metrics import compute_many
+from recon.engine.loss import compute_many
 from recon.model import Ranges, StageInput, Window
 
 from .helpers import W, ledger

@@ -28,7 +28,7 @@ import yaml
 from sqlalchemy.engine import make_url
 
 from recon.cli import main
-from recon.engine.metrics import compute
+from recon.engine.loss import compute
 from recon.errors import StoreError
 from recon.model import StageInput, WindowResult
 from recon.store import ResultStore, schema

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from recon.engine.rules import run_exit_code, window_status
+from recon.engine.status import run_exit_code, window_status
 from recon.model import Ranges, Window
 
 T = datetime(2026, 11, 20, tzinfo=UTC)

@@ -10,7 +10,7 @@ import psycopg
 import pytest
 from sqlalchemy.engine import make_url
 
-from recon.engine.metrics import compute
+from recon.engine.loss import compute
 from recon.model import MISSING_SCHEMA, StageInput, WindowResult
 from recon.store import ResultStore
 

@@ -1,1 +1,1 @@
-"""Alerting on breaches: notifiers with state (page once, re-notify, resolve) and metrics."""
+"""Alerting on breaches: channels with state (page once, re-notify, resolve) and metrics."""

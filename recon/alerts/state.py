@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from recon.alerts.notifiers import AlertDeliveryError, Notice
+from recon.alerts.channels import AlertDeliveryError, Notice
 from recon.config import PipelineConfig
 from recon.errors import ReconError
 from recon.model import COUNTERS, END_TO_END
@@ -145,7 +145,7 @@ def publish_and_notify(
 
     One failing never suppresses the other; failures are raised together after both.
     """
-    from recon.alerts.notify import notify
+    from recon.alerts.dispatch import notify
     from recon.alerts.prometheus import publish
 
     state = pipeline_state(cfg, store, now)

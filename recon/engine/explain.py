@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from recon.config import PipelineConfig
-from recon.engine.metrics import compute
+from recon.engine.loss import compute
 from recon.engine.reading import ranges, read_range
 from recon.errors import ConfigError
 from recon.model import LedgerRead, StageInput, Window

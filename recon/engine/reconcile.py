@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from recon.config import PipelineConfig
 from recon.engine.carry import Kept
 from recon.engine.heap import release_freed_memory
-from recon.engine.metrics import compute_many
+from recon.engine.loss import compute_many
 from recon.engine.notes import read_notes, stall_notes
 from recon.engine.phases import Phases
 from recon.engine.plan import Span

@@ -20,7 +20,7 @@ from recon.engine.phases import Phases
 from recon.engine.plan import Span
 from recon.engine.reading import count_origin
 from recon.engine.reconcile import Engine
-from recon.engine.rules import RUN_STATUS, is_settled, run_exit_code, window_status
+from recon.engine.status import RUN_STATUS, is_settled, run_exit_code, window_status
 from recon.errors import SourceError
 from recon.model import END_TO_END, Status, Window, WindowResult
 from recon.sources import check_reachable
@@ -39,7 +39,7 @@ class RunReport:
 
     @property
     def exit_code(self) -> int:
-        """0 ok/incomplete, 1 breach, 3 error (see rules.run_exit_code)."""
+        """0 ok/incomplete, 1 breach, 3 error (see status.run_exit_code)."""
         return run_exit_code([w.status for w in self.windows])
 
     def as_dict(self) -> dict[str, object]:

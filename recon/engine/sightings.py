@@ -214,7 +214,7 @@ def early_arrivals(
     How many, and the earliest of them (microseconds, <= 0; 0 when none).
 
     A latency below zero means the stage's clock is behind the origin's: never
-    reported silently (the notes say so, `metrics._clock_notes`).
+    reported silently (the notes say so, `loss._clock_notes`).
     """
     out = []
     for i in range(1, seen.stages):

@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from recon import __version__
-from recon.alerts.rules import AlertState
+from recon.alerts.decision import AlertState
 from recon.config import DEFAULT_SQLITE
 from recon.errors import StoreError
 from recon.model import WindowResult

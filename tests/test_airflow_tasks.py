@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import yaml
 
+from recon.airflow_tasks import night, plan
 from recon.errors import ConfigError
 from recon.model import StageMetrics, Window, WindowResult
-from recon.orchestration import night, plan
 from recon.store import ResultStore
 
 NOW = datetime(2026, 11, 28, tzinfo=UTC)
@@ -90,9 +90,9 @@ def test_threshold_overrides_get_a_suite_of_their_own(tmp_path, monkeypatch) -> 
     """The CLI wrote the suite of the file's thresholds (0.01 %); the DAG's recon_overrides
     raise them to 1 %: its suite lives in expectations/deployment/, so neither refuses the
     other's, and each still refuses a suite that disagrees with it."""
+    from recon.airflow_tasks import load
     from recon.checks.expectations import ensure_suite, suite_path
     from recon.config import load_config
-    from recon.orchestration import load
 
     monkeypatch.chdir(tmp_path)
     config = tmp_path / "p.yaml"
@@ -133,8 +133,8 @@ def test_a_sqlite_store_is_refused_where_workers_do_not_share_it(
 ) -> None:
     """Each Celery or Kubernetes worker would write a SQLite file of its own: the plan stops
     with a configuration error naming the executor; a local executor shares the file."""
+    from recon.airflow_tasks import shared_store
     from recon.config import load_config
-    from recon.orchestration import shared_store
 
     config = tmp_path / "p.yaml"
     stages = [{"name": "a", "source": "files", "path": "x"}, {"name": "b", "source": "files",

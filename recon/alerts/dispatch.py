@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from recon.alerts.notifiers import AlertDeliveryError, Notice, Route, deliver
-from recon.alerts.rules import TRIGGER, decide
+from recon.alerts.channels import AlertDeliveryError, Notice, Route, deliver
+from recon.alerts.decision import TRIGGER, decide
 from recon.alerts.state import PipelineState, StageState, WindowRef, pipeline_state
 from recon.config import PipelineConfig
 from recon.store import ResultStore

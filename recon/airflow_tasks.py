@@ -17,10 +17,10 @@ from urllib.parse import quote
 
 import yaml
 
-from recon.alerts.notifiers import AlertDeliveryError
+from recon.alerts.channels import AlertDeliveryError
 from recon.alerts.state import publish_and_notify
 from recon.config import PipelineConfig, parse_config
-from recon.engine.check import check, last_hours
+from recon.engine.early_warning import check, last_hours
 from recon.engine.heap import tune_process
 from recon.engine.runner import run
 from recon.errors import ConfigError, ReconError
