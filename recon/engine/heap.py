@@ -4,9 +4,7 @@ DuckDB, librdkafka, libpq and numpy allocate through glibc. glibc serves a
 block of 128 KiB or more with its own mmap, returned to the OS on free, but
 each such free raises that threshold to the freed block's size (up to 32 MiB):
 from then on DuckDB's 256 KiB blocks and the readers' buffers come from
-per-thread arenas, which keep what is freed. A 120 M-event day, sampling
-`mallinfo2()` every 20 ms: glibc held 480-770 MB of freed memory at the run's
-peak (2,139 MiB).
+per-thread arenas, which keep what is freed (bench/README.md has the figures).
 """
 
 from __future__ import annotations
@@ -46,10 +44,8 @@ def release_freed_memory() -> None:
     """Hand memory freed by the reads back to the OS before DuckDB takes its share.
 
     librdkafka's and the readers' threads free hundreds of MB that glibc keeps in
-    per-thread arenas (RSS of a 5 M-event window's reads: +430 MB without this),
-    and Arrow's mimalloc pool keeps what the freed ledgers held (5 M-event
-    windows: peak 2,090 -> 1,882 MiB with `release_unused`). Only in a process
-    that opted in (`tune_process`).
+    per-thread arenas, and Arrow's mimalloc pool keeps what the freed ledgers
+    held. Only in a process that opted in (`tune_process`).
     """
     if not _tuned:
         return

@@ -140,8 +140,7 @@ def ledger_table(
 
 # Columns with one value on every row (no partition and offset outside Kafka, one
 # place) are one small array repeated as the chunks of a column, not n rows of
-# buffers: a 7.6 M-row receipts read held 87 MB of nulls, and a 5 M-event window's
-# reads 200 MB less with this. Arrow and DuckDB read the chunks zero-copy.
+# buffers of nulls. Arrow and DuckDB read the chunks zero-copy.
 _CONSTANT_CHUNK = 1 << 16
 _NULL_PARTITIONS = pa.nulls(_CONSTANT_CHUNK, pa.int32())
 _NULL_OFFSETS = pa.nulls(_CONSTANT_CHUNK, pa.int64())

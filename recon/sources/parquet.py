@@ -214,7 +214,7 @@ def _rows(
     null time (counted mostly from the row groups' statistics) and one per row
     whose time is text that is no time, at its partition's start (None without one).
     """
-    # Imported here: pyarrow.dataset imports pandas (~0.25 s), which `recon check`
+    # Imported here: pyarrow.dataset imports pandas, which `recon check`
     # (footers only, where the partitions allow) does not need.
     import pyarrow.dataset as ds
 

@@ -72,8 +72,8 @@ class Config(TimedSource):
 
 
 def _parse_url(url: str) -> URL:
-    # SQLAlchemy's URL parser, imported here: importing SQLAlchemy takes ~0.2 s, a tenth
-    # of the budget of `recon check`, which never needs the rest of it.
+    # SQLAlchemy's URL parser, imported here: `recon check` never needs the rest of
+    # SQLAlchemy, and importing it is a noticeable part of that command's budget.
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
@@ -139,8 +139,8 @@ def _pg_type(field: pa.Field) -> str:
 
 def read(cfg: Config, window: Window) -> LedgerRead:
     """Rows of the table/query whose time column is in `window`."""
-    # Imported here: ADBC's DB-API module imports pyarrow.dataset and pandas (~0.25 s),
-    # which `recon check` (counts only) never needs.
+    # Imported here: ADBC's DB-API module imports pyarrow.dataset and pandas, which
+    # `recon check` (counts only) never needs.
     import adbc_driver_manager
     import adbc_driver_postgresql.dbapi as adbc_pg
 
@@ -164,12 +164,12 @@ def read(cfg: Config, window: Window) -> LedgerRead:
                 if cfg.table is not None:
                     timeless = _null_times(cur, cfg.table, cfg.time)
                     # Every row of a time range is read: a bitmap heap scan visits each
-                    # page once, a plain index scan once per row (2-3x the server's time
-                    # for a 2 M-row range here). A query's own plan is left alone.
+                    # page once, a plain index scan once per row. A query's own plan is
+                    # left alone.
                     cur.execute("SET enable_indexscan = off")
                 # The bounds are literals, not parameters: ADBC streams a query without
                 # parameters as binary COPY, but holds a parameterised one's whole result
-                # in libpq (a 5 M-row window: 596 MB peak instead of 247 MB, 2.1 s vs 1.4 s).
+                # in libpq.
                 cur.execute(_select(cfg, id_expr, f"WHERE {_time_filter(cfg, kind, window)}"))
                 table = cur.fetch_arrow_table()
             conn.rollback()  # read only: nothing to keep
@@ -311,9 +311,9 @@ def count_many(cfg: Config, windows: list[Window]) -> list[int]:
     """Rows in each window: one `count(*)` per window, over two connections.
 
     Index range scans per window beat one scan of the whole span bucketed by
-    window (width_bucket: 1.8 s vs 0.8 s for a 12 M-row day); two connections
-    with one backend each halve that again (0.43 s), where PostgreSQL's own
-    parallel scans of a 500 k-row range cost more to start than they save. A text
+    window; two connections with one backend each halve that again, where
+    PostgreSQL's own parallel scans of a window's range cost more to start than
+    they save. A text
     time column is read once over the windows' span and its times counted here.
     """
 

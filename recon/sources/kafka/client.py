@@ -66,9 +66,9 @@ def new_consumer(cfg: Config, largest_range: int = 100_000) -> Consumer:
     # librdkafka prefetches per partition, also past the range's end: size fetches
     # and the prefetch queue to the largest partition range (~256 B a message), so
     # a small window reads little beyond its end and a big one fetches in bulk.
-    # Fetches of 2 MB a partition: 16 MB ones read 2 M messages 2x faster alone, but
-    # librdkafka then holds ~800 MB instead of ~270 MB, and in a run the read
-    # overlaps the previous chunk's compute, which is what the run waits for.
+    # Fetches of 2 MB a partition: bigger ones read faster alone, but librdkafka
+    # then holds three times the memory, and in a run the read overlaps the
+    # previous span's compute, which is what the run waits for.
     prefetch = min(max(largest_range, 1_000), 100_000)
     fetch_bytes = min(max(largest_range * 256, 1 << 20), 2 << 20)
     return Consumer(
@@ -90,8 +90,7 @@ def new_consumer(cfg: Config, largest_range: int = 100_000) -> Consumer:
             "queued.min.messages": prefetch,
             "queued.max.messages.kbytes": 512 << 10,
             # Once its queue holds `prefetch` messages a partition's next fetch waits this
-            # long (librdkafka's default: 1 s), which halved the read of a big range:
-            # 2 M messages 4.2 s with it, 2.1 s with 10 ms (the floor's loop: 1.7 s).
+            # long (librdkafka's default: 1 s, which doubled the read of a big range).
             "fetch.queue.backoff.ms": 10,
         }
     )
@@ -111,7 +110,7 @@ def reachable(cfg: Config) -> None:
     """Fail fast: the brokers answer and the topic exists, within `timeout_s`, or SourceError.
 
     Checked once per run: an unreachable cluster used to cost every window its own
-    timeouts (~32 s and hundreds of log lines each) before the run could exit 3.
+    timeouts and hundreds of log lines before the run could exit 3.
     """
     admin = AdminClient(client_conf(cfg))
     try:
