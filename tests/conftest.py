@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
+import urllib.request
 import uuid
 
 import pytest
@@ -15,6 +16,7 @@ from sqlalchemy.engine import make_url
 
 PG_URL = os.environ.get("RECON_PG_URL", "postgresql+psycopg://recon@127.0.0.1:5432/recon")
 BOOTSTRAP = os.environ.get("RECON_KAFKA", "127.0.0.1:9092")
+REGISTRY_URL = os.environ.get("RECON_SCHEMA_REGISTRY", "http://127.0.0.1:8081/apis/ccompat/v7")
 
 
 def _reachable(host: str, port: int) -> bool:
@@ -52,6 +54,21 @@ def bootstrap() -> str:
     host, port = BOOTSTRAP.rsplit(":", 1)
     _require("Kafka", host, int(port))
     return BOOTSTRAP
+
+
+@pytest.fixture(scope="session")
+def registry_url() -> str:
+    """The Confluent-compatible API of the schema registry (Apicurio) services.sh starts."""
+    try:
+        with urllib.request.urlopen(REGISTRY_URL + "/config", timeout=10) as response:
+            status = response.status
+    except OSError:
+        status = 0
+    if status != 200:
+        missing_in_ci_fails(
+            f"no schema registry answers at {REGISTRY_URL}; start it with scripts/services.sh up"
+        )
+    return REGISTRY_URL
 
 
 @pytest.fixture
