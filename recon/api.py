@@ -146,6 +146,10 @@ class Stored:
         """The notes stored with a window: unreadable rows by place, stalls, clocks."""
         return self.store.notes(window_id)
 
+    def schema_ids(self, window_id: str) -> pd.DataFrame:
+        """A window's messages, events and loss per schema ID on its Kafka stages."""
+        return self.store.schema_ids(window_id)
+
     def expectations(self, window_id: str) -> pd.DataFrame:
         """The Great Expectations outcomes of a stored window."""
         return self.store.expectations(window_id)

@@ -147,6 +147,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("RECON_PG_URL", "postgresql+psycopg://recon@127.0.0.1:5432/recon"),
     )
     demo.add_argument("--bootstrap", default=os.environ.get("RECON_KAFKA", "127.0.0.1:9092"))
+    demo.add_argument(
+        "--schema-registry",
+        help="a Confluent-compatible schema registry's URL (default: $RECON_SCHEMA_REGISTRY, "
+        "else Apicurio's as scripts/services.sh starts it)",
+    )
     return parser
 
 
@@ -289,7 +294,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
     for s in trace.sightings:
         where = f"dead letter {s.sink} of {s.stage}" if s.sink else s.stage
         error = f"  error: {s.error}" if s.error else ""
-        print(f"  {iso(s.time)}  {where:28} {s.location}{error}")
+        schema = f"  schema id {s.schema_id}" if s.schema_id is not None else ""
+        print(f"  {iso(s.time)}  {where:28} {s.location}{schema}{error}")
     if args.json:
         args.json.write_text(json.dumps(trace.as_dict(), indent=2) + "\n")
     return 0
@@ -356,9 +362,16 @@ def cmd_expectations(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """`recon demo`: the incident, planted into the real servers, then reconciled."""
-    from recon.simulate.demo import run_demo
+    from recon.simulate.demo import DEFAULT_REGISTRY, run_demo
 
-    return run_demo(args.workdir, args.events_per_hour, args.pg_url, args.bootstrap, args.name)
+    return run_demo(
+        args.workdir,
+        args.events_per_hour,
+        args.pg_url,
+        args.bootstrap,
+        args.name,
+        args.schema_registry or DEFAULT_REGISTRY,
+    )
 
 
 COMMANDS = {

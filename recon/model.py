@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from recon.timeutil import as_utc, iso
 
@@ -39,6 +40,17 @@ MISSING_SCHEMA = pa.schema(
         ("last_stage", pa.string()),
         ("last_seen_at", pa.timestamp("us", tz="UTC")),
         ("last_location", pa.string()),
+    ]
+)
+
+# Kafka values in Confluent wire format: each message's schema ID (from its 5-byte
+# header, also for messages without a usable event ID), by place and record time.
+SCHEMA_ID_ROWS = pa.schema(
+    [
+        ("partition", pa.int32()),
+        ("offset", pa.int64()),
+        ("time", pa.timestamp("us", tz="UTC")),
+        ("schema_id", pa.int64()),
     ]
 )
 
@@ -143,6 +155,25 @@ class RetentionGap:
         )
 
 
+@dataclass(frozen=True)
+class SchemaIds:
+    """The schema ID of each message a Kafka read saw (SCHEMA_ID_ROWS), and its topic."""
+
+    topic: str
+    table: pa.Table
+
+    def since(self, start: datetime) -> SchemaIds:
+        """The messages stamped at or after `start` (what a carried read keeps)."""
+        at = pa.scalar(start, self.table["time"].type)
+        return SchemaIds(self.topic, self.table.filter(pc.greater_equal(self.table["time"], at)))
+
+    def then(self, later: SchemaIds | None) -> SchemaIds:
+        """These messages, then those of the read after them."""
+        if later is None:
+            return self
+        return SchemaIds(self.topic, pa.concat_tables([self.table, later.table]))
+
+
 @dataclass
 class LedgerRead:
     """What one reader returns for one time range."""
@@ -154,6 +185,8 @@ class LedgerRead:
     # Kafka only: committed offset per partition of the stage's consumer group.
     committed: dict[int, int] | None = None
     warnings: list[str] = field(default_factory=list)  # shown in the window's notes
+    # Kafka with a schema registry: every message's schema ID.
+    schema_ids: SchemaIds | None = None
 
     @property
     def unreadable(self) -> int:
@@ -227,6 +260,48 @@ class ExpectationOutcome:
 
 
 @dataclass
+class SchemaIdUse:
+    """One schema ID on one Kafka stage in one window, and what became of its events.
+
+    `messages` (and the first and last of them, by record time, partition, offset)
+    are the messages stamped in the window with this ID in their wire header,
+    readable or not. `events` are the window's cohort events seen at the stage
+    in a message with this ID; `lost_next` of them are lost at the hop into
+    `next_stage`. `first_seen`: no earlier window of the pipeline holds a
+    message with this ID on this stage while some holds messages of the stage
+    (None: nothing earlier is known, so nothing is new); decided when the
+    window is stored (runner.py), from the windows stored before it.
+    """
+
+    stage: str
+    topic: str
+    schema_id: int
+    messages: int
+    first_time: datetime | None
+    first_partition: int | None
+    first_offset: int | None
+    last_time: datetime | None
+    last_partition: int | None
+    last_offset: int | None
+    events: int
+    next_stage: str | None
+    lost_next: int
+    first_seen: bool | None = None
+
+    @property
+    def lost_rate(self) -> float:
+        """Lost at the next hop / events; 0 when no event carried it."""
+        return self.lost_next / self.events if self.events else 0.0
+
+    def as_dict(self) -> dict[str, object]:
+        """The JSON report's shape."""
+        out = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        for k in ("first_time", "last_time"):
+            out[k] = iso(out[k]) if out[k] is not None else None
+        return {**out, "lost_rate": self.lost_rate}
+
+
+@dataclass
 class WindowResult:
     """Everything recon concluded about one window; `error` set means no numbers."""
 
@@ -238,6 +313,7 @@ class WindowResult:
     end_to_end: StageMetrics | None = None
     missing: pa.Table | None = None
     notes: list[str] = field(default_factory=list)  # unreadable rows, retention gaps
+    schema_ids: list[SchemaIdUse] = field(default_factory=list)  # Kafka stages with a registry
     expectations: list[ExpectationOutcome] = field(default_factory=list)
     error: str | None = None
     run_id: str | None = None
@@ -256,6 +332,7 @@ class WindowResult:
             "window_id": self.window_id,
             "error": self.error,
             "notes": list(self.notes),
+            "schema_ids": [u.as_dict() for u in self.schema_ids],
         }
 
 

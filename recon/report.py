@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+from recon.engine.schemas import attribution
 from recon.model import StageMetrics, Status, WindowResult
 
 _COLOURS = {Status.OK: "32", Status.INCOMPLETE: "33", Status.BREACH: "31;1", Status.ERROR: "35;1"}
@@ -109,8 +110,19 @@ def run_summary(windows: list[WindowResult], wall_s: float, where: list[str]) ->
         )
     else:
         lines.append("no event lost")
+    lines += [f"cause: {w.window}: {text}" for w, text in causes(windows)]
     errors = [w for w in windows if w.error is not None]
     if errors:
         lines.append(f"error: {errors[0].error}")
     lines += where
     return "\n".join(lines) + "\n"
+
+
+def causes(windows: list[WindowResult]) -> list[tuple[WindowResult, str]]:
+    """Each window's new schema IDs whose events are lost at the next hop, in words."""
+    return [
+        (w, f"{u.next_stage}: {text}")
+        for w in windows
+        for u in w.schema_ids
+        if (text := attribution(u)) is not None
+    ]

@@ -27,9 +27,9 @@ def _sql(raw: str, pipeline: str, start: datetime, end: datetime) -> str:
     )
 
 
-def test_panels_return_the_stored_rows(pg_url: str, unique: str) -> None:
+def test_panels_return_the_stored_rows(pg_store: str, unique: str) -> None:
     """Two windows stored: hour 0 clean, hour 1 with 30 of 1000 lost at the lake (breach)."""
-    store = ResultStore(pg_url)
+    store = ResultStore(pg_store)
     store.upgrade()
     run_id = store.start_run(unique, START, START + timedelta(hours=2), "d")
     th = {

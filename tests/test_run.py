@@ -128,14 +128,14 @@ def test_every_counter_of_every_window(planted, tmp_path: Path) -> None:
     ]
 
 
-def test_rerun_supersedes_and_keeps_history(planted, pg_url: str, tmp_path: Path) -> None:
+def test_rerun_supersedes_and_keeps_history(planted, pg_store: str, tmp_path: Path) -> None:
     """Two runs of the same window into PostgreSQL: one latest result, two in history; the
     missing IDs (COPY path) are stored for both, 50 lost + 2 dead-lettered + 1 at Kafka."""
     p, targets = planted
-    config = _config(tmp_path, targets, results=pg_url)
+    config = _config(tmp_path, targets, results=pg_store)
     assert _run(config, "2026-11-20T01:00:00Z", "2026-11-20T02:00:00Z") == 1
     assert _run(config, "2026-11-20T01:00:00Z", "2026-11-20T02:00:00Z") == 1
-    store = ResultStore(pg_url)
+    store = ResultStore(pg_store)
     latest = store.windows(targets.name)
     history = store.windows(targets.name, latest=False)
     assert (len(latest), len(history)) == (1, 2)

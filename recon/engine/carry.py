@@ -92,7 +92,10 @@ def _since(ledger: LedgerRead, start: datetime) -> LedgerRead:
     """The ledger's rows (and unusable rows) at or after `start`."""
     table = ledger.table.filter(pc.greater_equal(ledger.table["stage_time"], pa.scalar(start, _TS)))
     bad = [b for b in ledger.bad_records if b.time is not None and b.time >= start]
-    return LedgerRead(ledger.source, table, bad, ledger.gaps, ledger.committed, ledger.warnings)
+    schema_ids = ledger.schema_ids.since(start) if ledger.schema_ids is not None else None
+    return LedgerRead(
+        ledger.source, table, bad, ledger.gaps, ledger.committed, ledger.warnings, schema_ids
+    )
 
 
 def remainder(kept: Kept | None, want: Window) -> Window:
@@ -118,4 +121,5 @@ def joined(kept: Kept | None, want: Window, read: LedgerRead) -> LedgerRead:
         read.gaps,
         read.committed,
         list(dict.fromkeys(old.warnings + read.warnings)),
+        old.schema_ids.then(read.schema_ids) if old.schema_ids is not None else read.schema_ids,
     )

@@ -34,6 +34,7 @@ class Sighting:
     time: datetime
     location: str
     error: str | None = None  # a dead letter's error header
+    schema_id: int | None = None  # a Kafka value's, read with a schema registry
 
     def as_dict(self) -> dict[str, object]:
         """JSON shape."""
@@ -43,6 +44,7 @@ class Sighting:
             "time": iso(self.time),
             "location": self.location,
             "error": self.error,
+            "schema_id": self.schema_id,
         }
 
 
@@ -130,6 +132,20 @@ def _only(read: LedgerRead, event_id: str, span: Window) -> LedgerRead:
     return LedgerRead(read.source, rows, [], read.gaps, read.committed, read.warnings)
 
 
+def _schema_ids(read: LedgerRead, rows: pa.Table) -> dict[tuple[int, int], int]:
+    """(partition, offset) -> schema ID of the messages of `rows` (Kafka read with a registry)."""
+    if read.schema_ids is None or not rows.num_rows:
+        return {}
+    known = read.schema_ids.table
+    known = known.filter(pc.is_in(known["offset"], rows["offset"]))
+    return {
+        (p, o): sid
+        for p, o, sid in zip(
+            *(known[c].to_pylist() for c in ("partition", "offset", "schema_id")), strict=True
+        )
+    }
+
+
 def _place(row: dict[str, Any]) -> str:
     if row["partition"] is None:
         return str(row["location"])
@@ -140,21 +156,27 @@ def explain(cfg: PipelineConfig, event_id: str, window: Window) -> Trace:
     """Trace `event_id` through the ledgers of `window`'s search ranges, read now."""
     read_at = datetime.now(UTC)
     r = ranges(cfg)
+    reads = read_range(cfg, window)
     stages = [
         StageInput(
             s.name,
             _only(s.ledger, event_id, r.origin(window) if i == 0 else r.downstream(window)),
             [_only(d, event_id, r.downstream(window)) for d in s.dead_letters],
         )
-        for i, s in enumerate(read_range(cfg, window))
+        for i, s in enumerate(reads)
     ]
     sinks = {d.name: d for d in cfg.dead_letters}
     sightings = []
-    for stage in stages:
+    for stage, full in zip(stages, reads, strict=True):
+        schema_of = _schema_ids(full.ledger, stage.ledger.table)
         for row in stage.ledger.table.to_pylist():
-            sightings.append(Sighting(stage.name, None, row["stage_time"], _place(row)))
+            sid = schema_of.get((row["partition"], row["offset"]))
+            sightings.append(Sighting(stage.name, None, row["stage_time"], _place(row), None, sid))
         sink_cfgs = cfg.dead_letters_of(stage.name)
-        for sink_cfg, read in zip(sink_cfgs, stage.dead_letters, strict=True):
+        for sink_cfg, read, whole in zip(
+            sink_cfgs, stage.dead_letters, full.dead_letters, strict=True
+        ):
+            sink_schema_of = _schema_ids(whole, read.table)
             for row in read.table.to_pylist():
                 error = None
                 sink = sinks[sink_cfg.name]
@@ -162,8 +184,9 @@ def explain(cfg: PipelineConfig, event_id: str, window: Window) -> Trace:
                 if headers_at is not None and row["partition"] is not None:
                     headers = headers_at(sink, row["partition"], row["offset"])
                     error = headers.get("error") or headers.get("exception") or None
+                sid = sink_schema_of.get((row["partition"], row["offset"]))
                 sightings.append(
-                    Sighting(stage.name, sink_cfg.name, row["stage_time"], _place(row), error)
+                    Sighting(stage.name, sink_cfg.name, row["stage_time"], _place(row), error, sid)
                 )
     sightings.sort(key=lambda s: s.time)
     computed = compute(window, stages, r)

@@ -33,8 +33,9 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
+from recon.engine import schemas
 from recon.engine.sightings import Cohort, Sightings, early_arrivals, hop_counts
-from recon.model import MISSING_SCHEMA, Ranges, StageInput, StageMetrics, Window
+from recon.model import MISSING_SCHEMA, Ranges, SchemaIdUse, StageInput, StageMetrics, Window
 from recon.timeutil import epoch_us
 
 _TS = pa.timestamp("us", tz="UTC")
@@ -60,6 +61,7 @@ class Computed:
     # Per hop stage: events charged as lost because they were in flight past `stall`.
     stalled: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # what the numbers alone would hide
+    schema_ids: list[SchemaIdUse] = field(default_factory=list)  # schemas.py
 
 
 def compute(window: Window, stages: list[StageInput], ranges: Ranges | None = None) -> Computed:
@@ -135,6 +137,7 @@ def compute_many(
         .to_arrow_table()
         .cast(MISSING_SCHEMA.append(pa.field("w", pa.int32())))
     )
+    found = schemas.uses(con, stages, missing, len(windows))
     con.close()  # its temp tables go now, not whenever the connection is collected
     results = []
     for w, window in enumerate(windows):
@@ -148,7 +151,10 @@ def compute_many(
         mine = missing if len(windows) == 1 else missing.filter(pa.compute.equal(missing["w"], w))
         rows = mine.drop_columns(["w"])
         notes = _clock_notes(metrics[1:], [(n[w], t[w]) for n, t in early], ranges.skew)
-        computed = Computed(events, metrics, _end_to_end(events, metrics), rows, stuck, notes)
+        notes += schemas.notes(found[w])
+        computed = Computed(
+            events, metrics, _end_to_end(events, metrics), rows, stuck, notes, found[w]
+        )
         results.append(computed)
     return results
 

@@ -67,6 +67,7 @@ class Engine:
                 stages=c.stages,
                 end_to_end=c.end_to_end,
                 missing=c.missing,
+                schema_ids=c.schema_ids,
                 notes=[
                     *read_notes(stages, window),
                     *c.notes,

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 
 from recon.checks.expectations import ensure_suite, validate
 from recon.config import PipelineConfig
-from recon.engine import plan, schedule
+from recon.engine import plan, schedule, schemas
 from recon.engine.notes import verdict_notes
 from recon.engine.phases import Phases
 from recon.engine.plan import Span
@@ -174,6 +174,8 @@ class _Finish:
         self.thresholds = {name: self.cfg.thresholds_for(name) for name in hops}
         self.results: list[WindowResult] = []
         self.failed: BaseException | None = None
+        # Schema IDs of the windows before the next one (loaded with the first).
+        self.known_schemas: schemas.Known | None = None
 
     def __call__(self, computed: list[WindowResult]) -> None:
         if self.failed is not None:
@@ -183,6 +185,7 @@ class _Finish:
         for result in computed:
             result.run_id = self.run_id
             result.notes += verdict_notes(result)
+            result.notes += self._schema_notes(result)
             result.status = self._status(result)
             if self.store is not None:
                 try:
@@ -196,6 +199,23 @@ class _Finish:
             if self.progress is not None:
                 self.progress(result)
         self.results.extend(computed)
+
+    def _schema_notes(self, result: WindowResult) -> list[str]:
+        """Which schema IDs are new in the window, and the loss that comes with them.
+
+        Windows are finished in order, so what the store holds before the run's
+        first window and the run's own windows since are all the windows before it.
+        """
+        if self.known_schemas is None:
+            self.known_schemas = (
+                self.store.schema_ids_before(self.cfg.pipeline, result.window.start)
+                if self.store is not None
+                else {}
+            )
+        schemas.mark_first_seen(result.schema_ids, self.known_schemas)
+        schemas.remember(result.schema_ids, self.known_schemas)
+        said = [(u, schemas.attribution(u)) for u in result.schema_ids]
+        return [f"{u.next_stage}: {text}" for u, text in said if text is not None]
 
     def _status(self, result: WindowResult) -> Status:
         e2e = result.end_to_end

@@ -1,14 +1,18 @@
 """`recon demo`: the incident recon exists for, planted into real servers and reconciled.
 
-Twelve hours of traffic. From hour 2 to hour 10 a lake loader with a stale
-schema cache drops about 30 % of events (swallowing the error, committing the
-offset); dead letters trickle at ~120 a day; webhook and producer retries make
-duplicates; a few events land late; a gap in the gateway's log leaves orphans;
-and at the end the loader lags, so the last window has events in flight.
+Twelve hours of traffic, Avro in Confluent wire format on Kafka. At hour 2 the
+producer moves to a new version of the value schema; from then to hour 10 a
+lake loader with a stale schema cache drops about 30 % of events (those its
+instances with the stale cache read: swallowing the error, committing the
+offset), and recon names the new schema ID where the loss begins. Dead letters
+trickle at ~120 a day; webhook and producer retries make duplicates; a few
+events land late; a gap in the gateway's log leaves orphans; and at the end
+the loader lags, so the last window has events in flight.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,13 +25,15 @@ from confluent_kafka.admin import AdminClient
 from recon.config import load_config
 from recon.engine.runner import run
 from recon.errors import ConfigError, SourceError
-from recon.report import window_table
+from recon.report import causes, window_table
 from recon.simulate.plant import Targets, pipeline_config, plant
 from recon.simulate.scenario import Scenario, plan
 from recon.sources.sql import conninfo
 from recon.store import ResultStore, store_url
 
 INCIDENT_HOURS = range(2, 10)
+# scripts/services.sh starts Apicurio Registry here (its Confluent-compatible API).
+DEFAULT_REGISTRY = os.environ.get("RECON_SCHEMA_REGISTRY", "http://127.0.0.1:8081/apis/ccompat/v7")
 
 
 def incident_scenario(start: datetime, events_per_hour: int) -> Scenario:
@@ -47,6 +53,7 @@ def incident_scenario(start: datetime, events_per_hour: int) -> Scenario:
         late_per_hour=3,
         orphans_per_hour=1,
         lag_from=start + timedelta(hours=11, minutes=50),
+        schema_switch=timedelta(hours=INCIDENT_HOURS.start),
     )
 
 
@@ -103,18 +110,23 @@ def mark(targets: Targets) -> None:
 
 
 def run_demo(
-    workdir: Path, events_per_hour: int, pg_url: str, bootstrap: str, name: str = "demo_payments"
+    workdir: Path,
+    events_per_hour: int,
+    pg_url: str,
+    bootstrap: str,
+    name: str = "demo_payments",
+    registry: str = DEFAULT_REGISTRY,
 ) -> int:
     """Plant, write a config, reconcile, print; returns the run's exit code."""
     workdir = workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     start = demo_start(datetime.now(UTC))
     scenario = incident_scenario(start, events_per_hour)
-    targets = Targets(pg_url, bootstrap, workdir / "lake", name)
+    targets = Targets(pg_url, bootstrap, workdir / "lake", name, registry)
     claim(targets)
     print(
         f"planting {scenario.hours} h x {events_per_hour} events/h into {bootstrap}, "
-        f"PostgreSQL and {targets.lake_path} ...",
+        f"PostgreSQL and {targets.lake_path} (Avro values, schemas in {registry}) ...",
         flush=True,
     )
     plant(plan(scenario), targets)
@@ -129,6 +141,8 @@ def run_demo(
     for window in report.windows:
         print(window_table(window, colour))
     breached = [w for w in report.windows if w.status == "breach"]
+    for window, text in causes(report.windows):
+        print(f"cause: {window.window}: {text}")
     print(
         f"{len(breached)} of {len(report.windows)} windows breached; config {config_path}, "
         f"results {cfg.results}. Re-run: recon run --config {config_path} "

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import io
 import json
+import struct
 import time
+import urllib.parse
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import fastavro
 import numpy as np
 import psycopg
 import pyarrow as pa
@@ -35,6 +39,9 @@ class Targets:
     bootstrap: str
     lake_path: Path
     name: str = "payments"
+    # A Confluent-compatible schema registry: the topic's values are then Avro in
+    # Confluent wire format (PAYMENT_V1, PAYMENT_V2 from the plan's schema switch).
+    registry: str | None = None
 
     @property
     def receipts_table(self) -> str:
@@ -57,15 +64,81 @@ class Targets:
         return f"{self.name}-lake-loader"
 
 
-def plant(p: Plan, t: Targets) -> None:
-    """Write every ledger of the plan."""
+# The producer's value schemas: v2 puts a field before the event ID, so a reader still
+# holding v1 for it (a stale cache) cannot read it.
+PAYMENT_V1 = {
+    "type": "record",
+    "name": "PaymentEvent",
+    "namespace": "recon.demo",
+    "fields": [
+        {"name": "event_id", "type": "string"},
+        {"name": "amount_cents", "type": "long"},
+    ],
+}
+PAYMENT_V2 = {
+    "type": "record",
+    "name": "PaymentEvent",
+    "namespace": "recon.demo",
+    "fields": [
+        {"name": "currency", "type": "string", "default": "EUR"},
+        {"name": "event_id", "type": "string"},
+        {"name": "amount_cents", "type": "long"},
+    ],
+}
+
+
+def plant(p: Plan, t: Targets) -> tuple[int, int] | None:
+    """Write every ledger of the plan; with a registry, the IDs of schema v1 and v2."""
     write_receipts(p.receipts, t.pg_url, t.receipts_table)
     create_topic(t.bootstrap, t.topic, p.scenario.partitions)
     create_topic(t.bootstrap, t.dead_letter_topic, 1)
-    produce_events(p.kafka, t.bootstrap, t.topic)
+    schema_ids = None
+    if t.registry is None:
+        produce_events(p.kafka, t.bootstrap, t.topic)
+    else:
+        subject = f"{t.topic}-value"
+        schema_ids = (
+            register(t.registry, subject, PAYMENT_V1),
+            register(t.registry, subject, PAYMENT_V2),
+        )
+        produce_events(p.kafka, t.bootstrap, t.topic, values=avro_values(p.kafka, schema_ids))
     produce_dead_letters(p.dead_letters, t.bootstrap, t.dead_letter_topic, t.topic)
     commit_offsets(t.bootstrap, t.group, t.topic, p.committed)
     write_lake(p.lake, t.lake_path)
+    return schema_ids
+
+
+def register(url: str, subject: str, schema: dict[str, Any]) -> int:
+    """Register a schema version under `subject` (again: the same ID); returns its ID."""
+    body = json.dumps({"schema": json.dumps(schema)}).encode()
+    request = urllib.request.Request(
+        f"{url.rstrip('/')}/subjects/{urllib.parse.quote(subject, safe='')}/versions",
+        body,
+        method="POST",
+        headers={"Content-Type": "application/vnd.schemaregistry.v1+json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return int(json.loads(response.read())["id"])
+
+
+def avro_values(kafka: pa.Table, schema_ids: tuple[int, int]) -> list[bytes]:
+    """Each message's value in Confluent wire format: v1, or v2 where `new_schema`."""
+    old, new = (fastavro.parse_schema(s) for s in (PAYMENT_V1, PAYMENT_V2))
+    headers = [struct.pack(">bI", 0, sid) for sid in schema_ids]
+    values = []
+    buffer = io.BytesIO()
+    for event_id, is_new in zip(
+        kafka["event_id"].to_pylist(), kafka["new_schema"].to_pylist(), strict=True
+    ):
+        buffer.seek(0)
+        buffer.truncate()
+        buffer.write(headers[is_new])
+        record = {"event_id": event_id, "amount_cents": 1250}
+        if is_new:
+            record["currency"] = "EUR"
+        fastavro.schemaless_writer(buffer, new if is_new else old, record)
+        values.append(buffer.getvalue())
+    return values
 
 
 def pipeline_config(t: Targets, **overrides: Any) -> dict[str, Any]:
@@ -111,6 +184,10 @@ def pipeline_config(t: Targets, **overrides: Any) -> dict[str, Any]:
             },
         ],
     }
+    if t.registry is not None:
+        kafka = config["stages"][1]
+        kafka["id"] = "value:event_id"
+        kafka["schema_registry"] = {"url": t.registry}
     config.update(overrides)
     return config
 
@@ -224,16 +301,24 @@ def _produce_all(producer: Producer, send: Any, n: int) -> None:
         raise RuntimeError(f"{remaining} messages were not delivered")
 
 
-def produce_events(kafka: pa.Table, bootstrap: str, topic: str, check: bool = True) -> None:
+def produce_events(
+    kafka: pa.Table,
+    bootstrap: str,
+    topic: str,
+    check: bool = True,
+    values: list[bytes] | None = None,
+) -> None:
     """Produce keyed messages with their planned record timestamps, in offset order.
 
     `check` compares the topic's end offsets with the plan's (only a plan
-    produced into a fresh topic has the broker's offsets).
+    produced into a fresh topic has the broker's offsets). The values are JSON
+    unless given (`avro_values`).
     """
     producer = _producer(bootstrap)
     ids = kafka["event_id"].to_pylist()
     keys = [i.encode() for i in ids]
-    values = [json.dumps({"event_id": i, "amount_cents": 1250}).encode() for i in ids]
+    if values is None:
+        values = [json.dumps({"event_id": i, "amount_cents": 1250}).encode() for i in ids]
     part = kafka["partition"].to_pylist()
     ts = kafka["ts_ms"].to_pylist()
     produce = producer.produce

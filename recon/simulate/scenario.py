@@ -44,6 +44,9 @@ class Scenario:
     # Kafka records stored up to this many ms out of timestamp order (producers' clocks).
     kafka_disorder_ms: int = 0
     id_prefix: str = "evt"
+    # Events received this long after the start on are produced with a new schema
+    # version; the lake loader cannot read it: lake loss falls on those events only.
+    schema_switch: timedelta | None = None
 
     @property
     def end(self) -> datetime:
@@ -62,7 +65,7 @@ class Plan:
     scenario: Scenario
     events: pa.Table  # event_id, origin_us, fate, partition, kafka_us, lake_us, orphan
     receipts: pa.Table  # event_id, received_at
-    kafka: pa.Table  # event_id, partition, offset, ts_ms  (offset order per partition)
+    kafka: pa.Table  # event_id, partition, offset, ts_ms, new_schema (offset order per partition)
     lake: pa.Table  # event_id, ingested_at
     dead_letters: pa.Table  # event_id, ts_ms, error
     committed: dict[int, int] = field(default_factory=dict)
@@ -82,7 +85,9 @@ def plan(s: Scenario) -> Plan:
     ids = np.array([f"{s.id_prefix}-{i:09d}" for i in range(n)], dtype=object)
     fate = np.full(n, DELIVERED, dtype=np.int8)
     _mark(rng, fate, hour, lambda h: s.kafka_loss, LOST_KAFKA)
-    _mark(rng, fate, hour, s.lake_loss_at, LOST_LAKE)
+    # Without a schema switch any event can be lost; with one, only those the loader cannot read.
+    unreadable = _new_schema(s, origin) if s.schema_switch is not None else True
+    _mark(rng, fate, hour, s.lake_loss_at, LOST_LAKE, among=unreadable)
     _mark_counts(rng, fate, hour, s.dead_letters_per_hour, DEAD_LETTERED)
 
     kafka_ms = origin // 1000 + rng.integers(5, 800, size=n)
@@ -104,9 +109,10 @@ def _mark(
     hour: np.ndarray,
     rate: Callable[[int], float],
     value: int,
+    among: np.ndarray | bool = True,
 ) -> None:
     for h in np.unique(hour):
-        free = np.flatnonzero((hour == h) & (fate == DELIVERED))
+        free = np.flatnonzero((hour == h) & (fate == DELIVERED) & among)
         k = round(rate(int(h)) * (hour == h).sum())
         fate[rng.choice(free, size=min(k, len(free)), replace=False)] = value
 
@@ -244,6 +250,8 @@ def _rows(
                 "partition": k_part,
                 "offset": k_off,
                 "ts_ms": k_ms,
+                # Written with the new schema version (Scenario.schema_switch).
+                "new_schema": _new_schema(s, origin[k_idx]),
             }
         ),
         lake=pa.table(
@@ -260,3 +268,10 @@ def _rows(
         ),
         committed=committed,
     )
+
+
+def _new_schema(s: Scenario, origin_us: np.ndarray) -> np.ndarray:
+    """Which events the producer writes with the new schema version (received since the switch)."""
+    if s.schema_switch is None:
+        return np.zeros(len(origin_us), dtype=bool)
+    return np.asarray(origin_us >= epoch_us(s.start + s.schema_switch))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import re
@@ -343,6 +344,19 @@ class ResultStore:
             )
         if result.missing is not None and result.missing.num_rows:
             self._save_missing(conn, window_id, result.missing)
+        if result.schema_ids:
+            conn.execute(
+                t.window_schema_ids.insert(),
+                [
+                    {
+                        "window_id": window_id,
+                        **dataclasses.asdict(u),
+                        "first_time": None if u.first_time is None else _naive_utc(u.first_time),
+                        "last_time": None if u.last_time is None else _naive_utc(u.last_time),
+                    }
+                    for u in result.schema_ids
+                ],
+            )
 
     def _save_missing(self, conn: Connection, window_id: str, missing: pa.Table) -> None:
         table = missing.select(
@@ -544,6 +558,38 @@ class ResultStore:
         found = self.window(window_id)
         text = found.get("notes") if found else None
         return list(json.loads(text)) if isinstance(text, str) and text else []
+
+    def schema_ids(self, window_id: str) -> pd.DataFrame:
+        """The schema IDs of one stored window's Kafka stages (model.SchemaIdUse)."""
+        s = t.window_schema_ids.c
+        return self._frame(
+            sa.select(t.window_schema_ids)
+            .where(s.window_id == window_id)
+            .order_by(s.stage, s.schema_id)
+        )
+
+    def schema_ids_before(self, pipeline: str, before: datetime) -> dict[tuple[str, str], set[int]]:
+        """(stage, topic) -> schema IDs with messages in the latest windows before `before`.
+
+        Windows that start before it: with windows stored in order, every earlier one.
+        """
+        s, w = t.window_schema_ids.c, t.windows.c
+        with self._begin() as conn:
+            rows = conn.execute(
+                sa.select(s.stage, s.topic, s.schema_id)
+                .distinct()
+                .join_from(t.window_schema_ids, t.windows, s.window_id == w.window_id)
+                .where(
+                    w.is_latest
+                    & (w.pipeline == pipeline)
+                    & (w.window_start < _naive_utc(before))
+                    & (s.messages > 0)
+                )
+            ).fetchall()
+        known: dict[tuple[str, str], set[int]] = {}
+        for stage, topic, sid in rows:
+            known.setdefault((stage, topic), set()).add(int(sid))
+        return known
 
     def window_metrics(self, window_id: str) -> pd.DataFrame:
         """The per-stage metrics of one stored window, in pipeline order."""

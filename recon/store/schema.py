@@ -93,6 +93,26 @@ expectation_results = Table(
     Column("success", Boolean, nullable=False),
 )
 
+window_schema_ids = Table(
+    "recon_window_schema_ids",
+    metadata,
+    Column("window_id", String(36), primary_key=True),
+    Column("stage", Text, primary_key=True),
+    Column("topic", Text, nullable=False),
+    Column("schema_id", BigInteger, primary_key=True),
+    Column("messages", BigInteger, nullable=False),
+    Column("first_time", TS),
+    Column("first_partition", Integer),
+    Column("first_offset", BigInteger),
+    Column("last_time", TS),
+    Column("last_partition", Integer),
+    Column("last_offset", BigInteger),
+    Column("events", BigInteger, nullable=False),
+    Column("next_stage", Text),
+    Column("lost_next", BigInteger, nullable=False),
+    Column("first_seen", Boolean),
+)
+
 schema_version = Table(
     "recon_schema_version",
     metadata,

@@ -21,7 +21,17 @@ from recon.config import PipelineConfig
 from recon.model import COUNTERS
 from recon.store import ResultStore
 from recon.web.charts import loss_chart
-from recon.web.views import Headline, flow_html, grid_html, headline, headline_html, why_html
+from recon.web.views import (
+    Headline,
+    causes_html,
+    flow_html,
+    grid_html,
+    headline,
+    headline_html,
+    schema_ids_html,
+    schema_uses,
+    why_html,
+)
 
 PAGE_SIZE = 100
 REFRESH_SECONDS = 60
@@ -237,6 +247,7 @@ class Dashboard:
         if w is None:
             return "404 Not Found", "text/plain", b"no such window"
         m = self.store.window_metrics(window_id)
+        uses = schema_uses(self.store.schema_ids(window_id))
         # Headers wrap at their words and latencies read as 10.4 min, not 621593.000:
         # the table fits a 1,400 px screen with p99, max and breach in view.
         head = "".join(
@@ -283,9 +294,11 @@ class Dashboard:
             f"{escape(str(w['window_end']))}) {_status(str(w['status']))} events="
             f"{_fmt(w['events'])}</p>"
             + (f"<p class='error'>{escape(str(w['error']))}</p>" if w["error"] else "")
+            + causes_html(uses)
             + flow_html(m)
             + f"<h2>Counters</h2><table class='metrics'><tr><th>stage</th>{head}</tr>"
             f"{''.join(rows)}</table>"
+            + schema_ids_html(uses)
             + _notes_html(self.store.notes(window_id))
             + why_html(self.store.missing(window_id))
             + f"<h2>Expectations</h2><table><tr><th>stage</th><th>expectation</th>"
@@ -380,13 +393,13 @@ class Dashboard:
                     f"<h2>Trace</h2><p class='verdict'>{escape(trace.summary)}</p>"
                     f"<p class='read-at'>live sources read at {escape(read_at)}</p>"
                     + (f"<p class='conflict'>warning: {escape(conflict)}</p>" if conflict else "")
-                    + "<table><tr><th>time</th><th>stage</th><th>where</th><th>error</th>"
-                    "</tr>"
+                    + "<table><tr><th>time</th><th>stage</th><th>where</th>"
+                    "<th>schema id</th><th>error</th></tr>"
                     + "".join(
                         f"<tr><td>{escape(s.time.isoformat())}</td><td>"
                         f"{escape(s.stage + (' (dead letter)' if s.sink else ''))}</td>"
-                        f"<td>{escape(s.location)}</td><td>{escape(s.error or '')}</td>"
-                        "</tr>"
+                        f"<td>{escape(s.location)}</td><td>{_fmt(s.schema_id)}</td>"
+                        f"<td>{escape(s.error or '')}</td></tr>"
                         for s in trace.sightings
                     )
                     + "</table>"

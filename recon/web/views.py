@@ -18,7 +18,8 @@ from typing import Any
 
 import pandas as pd
 
-from recon.model import END_TO_END
+from recon.engine.schemas import attribution
+from recon.model import END_TO_END, SchemaIdUse
 from recon.web.charts import pct
 
 # Worst first: the order pipelines are listed in, and the order cell states win in.
@@ -345,5 +346,79 @@ def _by(frame: pd.DataFrame, key: str, label: str, show: Callable[[Any], str], c
     return (
         f"<div class='scroll short'><table class='{css}'><tr><th>{label}</th>{head}"
         f"<th>total</th><th></th><th>first origin</th><th>last origin</th></tr>"
+        f"{''.join(rows)}</table></div>"
+    )
+
+
+# -- schema IDs: the cause, shown -------------------------------------------------------
+
+
+def _maybe(value: Any) -> Any:
+    """A stored value, or None where the store has none (pandas reads NULL as NaN/NaT)."""
+    return None if value is None or pd.isna(value) else value
+
+
+def schema_uses(frame: pd.DataFrame) -> list[SchemaIdUse]:
+    """A stored window's schema ID rows (ResultStore.schema_ids) as the engine made them."""
+    uses = []
+    r: Any  # a schema ID's row: its fields hold whatever its columns do
+    for r in frame.itertuples():
+        first_seen = _maybe(r.first_seen)
+        uses.append(
+            SchemaIdUse(
+                str(r.stage),
+                str(r.topic),
+                int(r.schema_id),
+                int(r.messages),
+                _maybe(r.first_time),
+                None if _maybe(r.first_partition) is None else int(r.first_partition),
+                None if _maybe(r.first_offset) is None else int(r.first_offset),
+                _maybe(r.last_time),
+                None if _maybe(r.last_partition) is None else int(r.last_partition),
+                None if _maybe(r.last_offset) is None else int(r.last_offset),
+                int(r.events),
+                _maybe(r.next_stage),
+                int(r.lost_next),
+                None if first_seen is None else bool(first_seen),
+            )
+        )
+    return uses
+
+
+def causes_html(uses: list[SchemaIdUse]) -> str:
+    """The sentences naming a new schema ID as the cause of the next hop's loss."""
+    said = [(u, attribution(u)) for u in uses]
+    items = "".join(
+        f"<li data-schema-id='{u.schema_id}'>{escape(f'{u.next_stage}: {text}')}</li>"
+        for u, text in said
+        if text is not None
+    )
+    return f"<h2>Likely cause</h2><ul class='causes'>{items}</ul>" if items else ""
+
+
+def schema_ids_html(uses: list[SchemaIdUse]) -> str:
+    """Per Kafka stage and schema ID: its messages in the window, its events, their loss next."""
+    if not uses:
+        return ""
+    rows = []
+    for u in uses:
+        new = {True: "new", False: "seen before", None: "unknown"}[u.first_seen]
+        first = "-" if u.first_time is None else f"{u.first_time:%H:%M:%S.%f}"[:-3]
+        last = "-" if u.last_time is None else f"{u.last_time:%H:%M:%S.%f}"[:-3]
+        at_first = "" if u.first_time is None else f" [{u.first_partition}]@{u.first_offset}"
+        at_last = "" if u.last_time is None else f" [{u.last_partition}]@{u.last_offset}"
+        rows.append(
+            f"<tr data-stage='{escape(u.stage)}' data-schema-id='{u.schema_id}'>"
+            f"<td>{escape(u.stage)}</td><td>{escape(u.topic)}</td><td>{u.schema_id}</td>"
+            f"<td>{u.messages:,}</td><td>{first}{at_first}</td><td>{last}{at_last}</td>"
+            f"<td>{u.events:,}</td><td>{escape(u.next_stage or '-')}</td>"
+            f"<td class='lost'>{u.lost_next:,}</td><td>{pct(u.lost_rate)}</td>"
+            f"<td class='first-seen'>{new}</td></tr>"
+        )
+    return (
+        "<h2>Schema IDs</h2><div class='scroll short'><table class='schema-ids'><tr>"
+        "<th>stage</th><th>topic</th><th>schema id</th><th>messages</th>"
+        "<th>first (UTC)</th><th>last (UTC)</th><th>events</th><th>next stage</th>"
+        "<th>lost there</th><th>share lost</th><th>in earlier windows</th></tr>"
         f"{''.join(rows)}</table></div>"
     )

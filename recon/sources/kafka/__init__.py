@@ -78,14 +78,14 @@ def read(cfg: Config, window: Window) -> LedgerRead:
             consumer.close()
     except KafkaException as exc:
         raise SourceError(f"{describe(cfg)}: {exc.args[0]}") from exc
-    notes: list[str] = []
+    schema_ids = None
     if cfg.schema_registry is not None:
-        table, bad, notes = avro_ids(cfg, fetched, window)
+        table, bad, schema_ids = avro_ids(cfg, fetched)
     else:
         table, bad = extract_ids(cfg, fetched)
     table, bad = without_nul(cfg, table, bad)
     gaps, warnings = retention_gaps(cfg, ranges, fetched, window, disorder)
-    warnings += disorder.warnings(cfg) + notes
+    warnings += disorder.warnings(cfg)
     committed = None
     if cfg.consumer_group:
         committed = committed_offsets(cfg, [r.partition for r in ranges])
@@ -95,7 +95,7 @@ def read(cfg: Config, window: Window) -> LedgerRead:
                 f"consumer group {cfg.consumer_group!r} has no committed offset for "
                 f"{cfg.topic} partitions {uncommitted}: none of their events can be pending"
             )
-    return LedgerRead(describe(cfg), table, bad, gaps, committed, warnings)
+    return LedgerRead(describe(cfg), table, bad, gaps, committed, warnings, schema_ids)
 
 
 def headers_at(cfg: Config, partition: int, offset: int) -> dict[str, str]:

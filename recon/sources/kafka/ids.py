@@ -6,17 +6,14 @@ from collections.abc import Iterable
 from typing import Any, cast
 
 import duckdb
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from confluent_kafka import Message
 
-from recon.model import BadRecord, Window
+from recon.model import SCHEMA_ID_ROWS, BadRecord, SchemaIds
 from recon.sources import registry
 from recon.sources.base import ledger_table
 from recon.sources.kafka.config import Config
-from recon.sources.kafka.offsets import ceil_ms, ms_to_dt
-from recon.timeutil import iso
 
 
 def message_headers(msg: Message) -> Iterable[tuple[str, bytes | None]]:
@@ -94,13 +91,12 @@ def _checked_ids(
     return raw.filter(keep), ids.filter(keep), bad
 
 
-def avro_ids(
-    cfg: Config, raw: pa.Table, window: Window
-) -> tuple[pa.Table, list[BadRecord], list[str]]:
-    """The IDs (and times) in Avro values; a BadRecord for each value without them; notes.
+def avro_ids(cfg: Config, raw: pa.Table) -> tuple[pa.Table, list[BadRecord], SchemaIds]:
+    """The IDs (and times) in Avro values; a BadRecord for each value without them.
 
     A bad record's time is its record timestamp, whatever `time:` says: its
-    payload's time is what could not be read.
+    payload's time is what could not be read. Also every framed message's schema
+    ID, readable or not (engine/schemas.py counts them per window).
     """
     assert cfg.schema_registry is not None
     reg = cfg.schema_registry
@@ -109,12 +105,19 @@ def avro_ids(
         raw["raw"], lambda sid: registry.fetch(reg, sid), cfg.id.split(":", 1)[1], time_path
     )
     stamps = timestamps(raw["ts_ms"])
-    notes = _schema_notes(cfg, raw, decoded.schema_id, window)
+    framed = pa.array(decoded.schema_id >= 0)
+    schema_ids = SchemaIds(
+        cfg.topic,
+        pa.table(
+            [raw["partition"], raw["offset"], stamps, pa.array(decoded.schema_id)],
+            schema=SCHEMA_ID_ROWS,
+        ).filter(framed),
+    )
     bad_mask = pc.is_valid(decoded.reason)
     times = decoded.times if decoded.times is not None else stamps
     if not pc.any(bad_mask).as_py():
         table = ledger_table(decoded.ids, times, cfg.topic, raw["partition"], raw["offset"])
-        return table, [], notes
+        return table, [], schema_ids
     rows = raw.select(["partition", "offset"]).append_column("reason", decoded.reason)
     rows = rows.append_column("t", stamps).filter(bad_mask)
     bad = [
@@ -130,31 +133,7 @@ def avro_ids(
         kept["partition"],
         kept["offset"],
     )
-    return table, bad, notes
-
-
-def _schema_notes(cfg: Config, raw: pa.Table, schema_id: np.ndarray, window: Window) -> list[str]:
-    """Per schema ID, the messages stamped in `window`: how many, the first and the last.
-
-    Where a new schema version appears is where a producer changed: a loss at
-    the next hop that starts there is likely its consumer failing on it.
-    """
-    ts = raw["ts_ms"].to_numpy()
-    inside = (ts >= ceil_ms(window.start)) & (ts < ceil_ms(window.end)) & (schema_id >= 0)
-    if not inside.any():
-        return []
-    part, off = raw["partition"].to_numpy(), raw["offset"].to_numpy()
-    notes = []
-    for sid in np.unique(schema_id[inside]).tolist():
-        rows = np.flatnonzero(inside & (schema_id == sid))
-        order = rows[np.lexsort((off[rows], part[rows], ts[rows]))]
-        first, last = order[0], order[-1]
-        notes.append(
-            f"{cfg.topic}: schema id {sid} first seen {iso(ms_to_dt(int(ts[first])))} at "
-            f"[{part[first]}]@{off[first]}, last {iso(ms_to_dt(int(ts[last])))} at "
-            f"[{part[last]}]@{off[last]} ({len(rows):,} message{'s' if len(rows) > 1 else ''})"
-        )
-    return notes
+    return table, bad, schema_ids
 
 
 def timestamps(ts_ms: pa.ChunkedArray) -> pa.ChunkedArray:
