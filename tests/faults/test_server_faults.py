@@ -444,6 +444,13 @@ class _Tap:
         class Consumer(kafka_client.Consumer):
             topic: str | None = None
 
+            def __init__(self, conf: dict) -> None:
+                # Small fetches: librdkafka's background thread must not have fetched the
+                # whole topic by the time the fault comes (a loaded machine runs it ahead
+                # of the reader).
+                small = {"max.partition.fetch.bytes": 65_536, "queued.min.messages": 1_000}
+                super().__init__({**conf, **small})
+
             def assign(self, partitions: list) -> None:
                 self.topic = partitions[0].topic if partitions else None
                 super().assign(partitions)
