@@ -13,6 +13,10 @@ A breach is not retried: the `verdict` task fails, once, after the notices. Each
 pipeline whose night had no breach is announced on its Asset
 `recon://<pipeline>/reconciled`, which downstream DAGs can be scheduled on.
 Windows still incomplete from earlier nights are re-run and restated.
+A pipeline config with `shards: {above_events, count, directory}` splits each window
+whose origin counts more than `above_events` rows into `count` mapped shard tasks; each
+writes its partial result under `directory` (storage every worker shares) and the
+`merge` task stores the window merged from them (docs/operations.md, "Sharding").
 """
 
 from __future__ import annotations
@@ -86,6 +90,7 @@ def recon_nightly() -> None:
             _variable("recon_overrides"),
             int(_variable("recon_windows_per_task") or 6),
             executor=conf.get("core", "executor"),
+            now=datetime.now(UTC),
         )
 
     @task(
@@ -104,6 +109,24 @@ def recon_nightly() -> None:
             if exc.exit_code != 3:  # a bad configuration will not heal by retrying
                 raise AirflowFailException(str(exc)) from exc
             raise  # a source or the store unavailable: retried
+
+    @task(
+        retries=3,
+        retry_delay=timedelta(minutes=2),
+        retry_exponential_backoff=True,
+        max_retry_delay=timedelta(minutes=30),
+    )
+    def merge(results: list) -> list:
+        from recon.airflow_tasks import merge_shards
+        from recon.errors import ReconError
+
+        # Sharded windows: merged from their shards' partials, gated and stored as one.
+        try:
+            return merge_shards(results[:], _variable("recon_overrides"))
+        except ReconError as exc:
+            if exc.exit_code != 3:
+                raise AirflowFailException(str(exc)) from exc
+            raise  # the store unavailable: retried, the partials are still there
 
     @task(retries=0)
     def gate(results: list) -> dict:
@@ -134,7 +157,7 @@ def recon_nightly() -> None:
                 f"loss above threshold in {len(found)} window(s): " + "; ".join(found[:10])
             )
 
-    judged = gate(reconcile.expand(item=plan_windows()))
+    judged = gate(merge(reconcile.expand(item=plan_windows())))
     announce(judged)
     verdict(judged)
 

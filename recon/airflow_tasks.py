@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 from urllib.parse import quote
@@ -20,13 +22,15 @@ import yaml
 from recon.alerts.channels import AlertDeliveryError
 from recon.alerts.state import publish_and_notify
 from recon.config import PipelineConfig, parse_config
+from recon.engine import shards
 from recon.engine.early_warning import check, last_hours
 from recon.engine.heap import tune_process
-from recon.engine.runner import run
+from recon.engine.reading import count_origin
+from recon.engine.runner import finish_computed, run
 from recon.errors import ConfigError, ReconError
-from recon.model import Window
+from recon.model import Shard, Window
 from recon.store import ResultStore, store_url
-from recon.timeutil import parse_instant
+from recon.timeutil import iso, parse_instant
 
 RESTATE_DAYS = 7  # how far back incomplete windows are re-run
 
@@ -158,6 +162,7 @@ def plan(
     overrides: str | None = None,
     windows_per_task: int = 6,
     executor: str | None = None,
+    now: datetime | None = None,
 ) -> list[dict[str, str]]:
     """The mapped tasks: every window of [start, end) for every config, plus restated ones.
 
@@ -166,9 +171,14 @@ def plan(
     whose latest result is still incomplete are re-run; their new result supersedes
     the old one in the store. `executor` (Airflow's [core] executor) decides whether
     the workers share the machine, and so whether a SQLite store can be shared.
+    A config with `shards` splits each window whose origin counts more than
+    `above_events` rows into `count` shard tasks (`shard_items`), judged at `now`.
     """
     start, end = _instant(start), _instant(end)
+    now = now or datetime.now(UTC)
+    token = uuid.uuid4().hex  # this night's partials, apart from any other run's
     items: list[Item] = []
+    sharded: list[dict[str, str]] = []
     for path in paths:
         cfg = load(path, overrides)
         shared_store(cfg, path, executor)
@@ -188,9 +198,46 @@ def plan(
                 Window(r.window_start.to_pydatetime(), r.window_end.to_pydatetime())
                 for r in cast(Iterator[Any], stale.itertuples())
             ] + windows
-        for group in _consecutive(windows, max(1, windows_per_task)):
+        big = _big_windows(cfg, windows)
+        for w in big:
+            sharded += shard_items(cfg, path, w, token, now)
+        whole = [w for w in windows if w not in big]
+        for group in _consecutive(whole, max(1, windows_per_task)):
             items.append(Item(path, group[0].start.isoformat(), group[-1].end.isoformat()))
-    return [i.as_dict() for i in items]
+    return [i.as_dict() for i in items] + sharded
+
+
+def _big_windows(cfg: PipelineConfig, windows: list[Window]) -> set[Window]:
+    """The windows to shard: origin rows over `shards.above_events`, counted without reading.
+
+    An origin that cannot be counted so (file logs) is not sharded.
+    """
+    if cfg.shards is None or not windows:
+        return set()
+    counts = count_origin(cfg, windows)
+    if counts is None:
+        return set()
+    return {w for w, n in zip(windows, counts, strict=True) if n > cfg.shards.above_events}
+
+
+def shard_items(
+    cfg: PipelineConfig, path: str, window: Window, token: str, now: datetime
+) -> list[dict[str, str]]:
+    """The `shards.count` mapped tasks of one window: all judged at the plan's `now`."""
+    assert cfg.shards is not None  # only called for a config with shards
+    count = cfg.shards.count
+    return [
+        {
+            "config": path,
+            "start": window.start.isoformat(),
+            "end": window.end.isoformat(),
+            "shard": str(k),
+            "shards": str(count),
+            "now": iso(now),
+            "partials": str(Path(cfg.shards.directory) / token),
+        }
+        for k in range(count)
+    ]
 
 
 def _consecutive(windows: list[Window], most: int) -> list[list[Window]]:
@@ -205,8 +252,14 @@ def _consecutive(windows: list[Window], most: int) -> list[list[Window]]:
 
 
 def reconcile_item(item: dict[str, str], overrides: str | None = None) -> dict[str, Any]:
-    """Reconcile and store a task's windows; an unreadable source raises (the task retries)."""
+    """Reconcile and store a task's windows; an unreadable source raises (the task retries).
+
+    A shard's task (`shard_items`) stores nothing: it writes its partial result
+    for `merge_shards` and returns where.
+    """
     tune_process()  # the task's process is recon's
+    if "shard" in item:
+        return reconcile_shard_item(item, overrides)
     cfg = load(item["config"], overrides)
     report = run(
         cfg,
@@ -223,6 +276,49 @@ def reconcile_item(item: dict[str, str], overrides: str | None = None) -> dict[s
         "windows": [w.as_dict() for w in report.windows],
         "run_id": report.run_id,
     }
+
+
+def reconcile_shard_item(item: dict[str, str], overrides: str | None = None) -> dict[str, Any]:
+    """Reconcile one shard of a window; its partial goes to shared storage, its path to XCom."""
+    cfg = load(item["config"], overrides)
+    window = Window(parse_instant(item["start"]), parse_instant(item["end"]))
+    shard = Shard(int(item["shard"]), int(item["shards"]))
+    partial = shards.reconcile_shard(cfg, window, shard, parse_instant(item["now"]))
+    where = shards.partial_dir(item["partials"], cfg.pipeline, window, shard)
+    return {**item, "partial": shards.save(partial, where)}
+
+
+def merge_shards(
+    results: list[dict[str, Any]], overrides: str | None = None
+) -> list[dict[str, Any]]:
+    """Every sharded window merged from its shards' partials, gated and stored as one window.
+
+    Other tasks' results pass through unchanged, before the merged windows. A
+    window's partials are deleted once it is stored (a failed store keeps them
+    for the retry).
+    """
+    whole = [r for r in results if "partial" not in r]
+    groups: dict[tuple[str, str, str, str], list[dict[str, Any]]] = {}
+    for r in results:
+        if "partial" in r:
+            groups.setdefault((r["config"], r["start"], r["end"], r["partials"]), []).append(r)
+    merged = []
+    for (path, start, end, _), entries in sorted(groups.items()):
+        cfg = load(path, overrides)
+        result = shards.merge(cfg, [shards.load(e["partial"]) for e in entries])
+        report = finish_computed(
+            cfg,
+            parse_instant(start),
+            parse_instant(end),
+            [result],
+            _store(cfg, path),
+            parse_instant(entries[0]["now"]),
+            keep_missing=False,
+        )
+        shutil.rmtree(Path(entries[0]["partial"]).parent)  # the window's directory
+        windows = [w.as_dict() for w in report.windows]
+        merged.append({"config": path, "windows": windows, "run_id": report.run_id})
+    return whole + merged
 
 
 def _breached(entry: dict[str, Any], pipeline: str) -> list[str]:

@@ -117,6 +117,20 @@ class ResourcesConfig(Strict):
     duckdb_memory_big_window: str = Field(default="300MB", pattern=_MEMORY)
 
 
+class ShardsConfig(Strict):
+    """When a window is split into shards by the hash of its event IDs (the nightly DAG).
+
+    A window whose origin holds more than `above_events` rows (counted without
+    reading them) is reconciled as `count` shard tasks, each writing its partial
+    result under `directory` (storage every worker shares), then merged and stored
+    as one window.
+    """
+
+    above_events: int = Field(ge=0)
+    count: int = Field(ge=2, le=1024)
+    directory: str = "recon-shards"
+
+
 class PipelineConfig(Strict):
     """A pipeline: its origin is the first stage; dead-letter sinks name the stage they serve."""
 
@@ -131,6 +145,7 @@ class PipelineConfig(Strict):
     alerts: AlertsConfig | None = None
     metrics: MetricsConfig | None = None
     resources: ResourcesConfig = ResourcesConfig()
+    shards: ShardsConfig | None = None
 
     @model_validator(mode="after")
     def _references(self) -> PipelineConfig:
@@ -275,6 +290,11 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
         # The default store sits beside the config, wherever recon is called from (the
         # CLI, a notebook, a DAG): all of them read and write the same one.
         data["results"] = str(base / DEFAULT_SQLITE)
+    shards = data.get("shards")
+    if isinstance(shards, dict):
+        directory = shards.get("directory", "recon-shards")
+        if isinstance(directory, str) and "://" not in directory:
+            shards["directory"] = str(base / directory)
     expectations = data.get("expectations")
     if expectations is None or isinstance(expectations, str):
         data["expectations"] = str(base / (expectations or "expectations"))

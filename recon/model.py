@@ -108,6 +108,25 @@ class Window:
         return f"[{iso(self.start)}, {iso(self.end)})"
 
 
+@dataclass(frozen=True, order=True)
+class Shard:
+    """Share `index` of `count` of a window: the events whose ID hashes to it (`sources.sharding`).
+
+    Every row of an event is in the shard of its ID, so a window's counters are
+    the sums of its shards'; rows without a usable ID (unreadable) count in shard 0.
+    """
+
+    index: int
+    count: int
+
+    def __post_init__(self) -> None:
+        if self.count < 1 or not 0 <= self.index < self.count:
+            raise ValueError(f"shard {self.index} of {self.count}: need 0 <= index < count")
+
+    def __str__(self) -> str:
+        return f"shard {self.index + 1} of {self.count}"
+
+
 @dataclass(frozen=True)
 class BadRecord:
     """A row a reader saw without a usable event ID or time: counted, never dropped."""

@@ -8,7 +8,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from recon.alerts.channels import Route
-from recon.config import AlertsConfig, MetricsConfig, PipelineConfig, WindowConfig
+from recon.config import AlertsConfig, MetricsConfig, PipelineConfig, ShardsConfig, WindowConfig
 from recon.sources import KINDS
 from recon.sources.base import SourceConfig, Thresholds
 
@@ -44,6 +44,7 @@ def test_every_configuration_key_is_documented_and_nothing_else() -> None:
         "`alerts`": _fields(AlertsConfig),
         "`alerts.routes[]`": _fields(Route),
         "`metrics`": _fields(MetricsConfig),
+        "`shards`": _fields(ShardsConfig),
     }
     for kind in KINDS:  # the built-in kinds (a test registers one of its own)
         heading = next(

@@ -34,7 +34,13 @@ import numpy as np
 import pyarrow as pa
 
 from recon.engine import schemas
-from recon.engine.sightings import Cohort, Sightings, early_arrivals, hop_counts
+from recon.engine.sightings import (
+    Cohort,
+    Sightings,
+    arrived_latencies,
+    early_arrivals,
+    hop_counts,
+)
 from recon.model import MISSING_SCHEMA, Ranges, SchemaIdUse, StageInput, StageMetrics, Window
 from recon.timeutil import epoch_us
 
@@ -62,6 +68,11 @@ class Computed:
     stalled: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # what the numbers alone would hide
     schema_ids: list[SchemaIdUse] = field(default_factory=list)  # schemas.py
+    # Per hop: arrived events seen before their origin time, and the earliest (µs, <= 0).
+    early: list[tuple[int, int]] = field(default_factory=list)
+    # Per hop, with `compute_many(latencies=True)`: the arrived events' latencies (µs),
+    # sorted; what a sharded window's exact percentiles are merged from.
+    latencies_us: list[np.ndarray] | None = None
 
 
 def compute(window: Window, stages: list[StageInput], ranges: Ranges | None = None) -> Computed:
@@ -75,12 +86,14 @@ def compute_many(
     ranges: Ranges | None = None,
     memory_limit: str | None = None,
     stalled: list[bool] | None = None,
+    latencies: bool = False,
 ) -> list[Computed]:
     """Reconcile `windows` from ledgers read over all their search ranges.
 
     `stages[0]` is the origin. The ledgers may hold rows outside a window's
     ranges; each window only ever looks at its own. In the windows `stalled`
-    (ended more than `window.stall` ago) no event is pending any more.
+    (ended more than `window.stall` ago) no event is pending any more. With
+    `latencies`, each result keeps its hops' sorted latencies (`Computed.latencies_us`).
     """
     ranges = ranges or Ranges()
     settings: dict[str, str | bool | int | float | list[str]] = {
@@ -127,6 +140,7 @@ def compute_many(
         None if stalled is None else np.array(stalled, bool),
     )
     early = early_arrivals(cohort, seen, len(windows))
+    kept = arrived_latencies(cohort, seen, len(windows)) if latencies else None
     for i, hop in enumerate(hops, start=1):
         for w, counts in enumerate(hop):
             counts["orphans"] = orphans.get((w, i), 0)
@@ -150,16 +164,19 @@ def compute_many(
         # One window (a big one, read alone): no filtered copy of its missing IDs.
         mine = missing if len(windows) == 1 else missing.filter(pa.compute.equal(missing["w"], w))
         rows = mine.drop_columns(["w"])
-        notes = _clock_notes(metrics[1:], [(n[w], t[w]) for n, t in early], ranges.skew)
+        firsts = [(int(n[w]), int(t[w])) for n, t in early]
+        notes = clock_notes(metrics[1:], firsts, ranges.skew)
         notes += schemas.notes(found[w])
         computed = Computed(
-            events, metrics, _end_to_end(events, metrics), rows, stuck, notes, found[w]
+            events, metrics, end_to_end_of(events, metrics), rows, stuck, notes, found[w]
         )
+        computed.early = firsts
+        computed.latencies_us = None if kept is None else [hop[w] for hop in kept]
         results.append(computed)
     return results
 
 
-def _clock_notes(
+def clock_notes(
     hops: list[StageMetrics], early: list[tuple[int, int]], skew: timedelta
 ) -> list[str]:
     """A note per hop whose events were seen before their origin time (a clock behind).
@@ -339,7 +356,7 @@ def _sightings(
     return seen, counts
 
 
-def _end_to_end(events: int, hops: list[StageMetrics]) -> StageMetrics:
+def end_to_end_of(events: int, hops: list[StageMetrics]) -> StageMetrics:
     """Each lost event is charged to exactly one hop, so end-to-end counts are sums."""
     last, downstream = hops[-1], hops[1:]
     return StageMetrics(

@@ -11,7 +11,7 @@ from recon.engine.heap import release_freed_memory
 from recon.engine.phases import Phases
 from recon.engine.plan import Span
 from recon.errors import ReconError, SourceError
-from recon.model import LedgerRead, Ranges, StageInput, Window
+from recon.model import LedgerRead, Ranges, Shard, StageInput, Window
 from recon.sources import count_ledger_windows, countable, read_ledger
 from recon.sources.base import SourceConfig
 
@@ -28,12 +28,16 @@ def read_range(
     span: Window,
     phases: Phases | None = None,
     kept: dict[str, Kept] | None = None,
+    shard: Shard | None = None,
 ) -> list[StageInput]:
     """Read every stage and dead-letter sink for the windows in `span`, concurrently.
 
     The origin is read over the span's origin range and the others over its
     downstream range, which cover the search ranges of every window in it.
-    Rows `kept` from the previous read (`carried`) are not read again.
+    Rows `kept` from the previous read (`carried`) are not read again. With a
+    `shard`, only its rows are kept, and the sources are read one at a time: a
+    source that cannot push the shard's predicate down is read whole before it is
+    filtered, and one such read at a time bounds a shard's memory.
     """
     jobs = source_ranges(cfg, ranges(cfg), span)
     phases = phases if phases is not None else Phases()
@@ -43,9 +47,10 @@ def read_range(
         source, want = job
         with phases.timed(f"read {source.name}"):
             head = kept.get(source.name)
-            return joined(head, want, read_ledger(source, remainder(head, want)))
+            return joined(head, want, read_ledger(source, remainder(head, want), shard))
 
-    with phases.timed("read (all sources)"), ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+    threads = 1 if shard is not None and shard.count > 1 else len(jobs)
+    with phases.timed("read (all sources)"), ThreadPoolExecutor(max_workers=threads) as pool:
         reads = list(pool.map(read, jobs))  # I/O and C code: the GIL is mostly released
     by_name = {c.name: read for (c, _), read in zip(jobs, reads, strict=True)}
     return [

@@ -115,6 +115,41 @@ def run(
     return report
 
 
+def finish_computed(
+    cfg: PipelineConfig,
+    start: datetime,
+    end: datetime,
+    computed: list[WindowResult],
+    store: ResultStore | None,
+    now: datetime,
+    keep_missing: bool = True,
+) -> RunReport:
+    """Gate, judge and store windows computed outside `run`, as one run over [start, end).
+
+    A window merged from its shards (engine/shards.py) is judged and stored as `run`
+    stores the windows it computes.
+    """
+    started = time.perf_counter()
+    phases = Phases()
+    suite = ensure_suite(cfg)
+    run_id = str(uuid.uuid4())
+    if store is not None:
+        store.upgrade()
+        run_id = store.start_run(cfg.pipeline, start, end, config_digest(cfg))
+    finish = _Finish(Engine(cfg, now), suite, store, run_id, phases, keep_missing, None)
+    try:
+        finish(computed)
+    except BaseException:
+        if store is not None:
+            store.mark_failed(run_id)
+        raise
+    report = RunReport(cfg.pipeline, run_id, finish.results, phases)
+    if store is not None:
+        store.finish_run(run_id, RUN_STATUS[report.exit_code])
+    report.wall_s = time.perf_counter() - started
+    return report
+
+
 def _first_of_process(
     engine: Engine, windows: list[Window], phases: Phases
 ) -> tuple[list[WindowResult], list[Span], schedule.Handed]:

@@ -214,7 +214,7 @@ def early_arrivals(
     How many, and the earliest of them (microseconds, <= 0; 0 when none).
 
     A latency below zero means the stage's clock is behind the origin's: never
-    reported silently (the notes say so, `loss._clock_notes`).
+    reported silently (the notes say so, `loss.clock_notes`).
     """
     out = []
     for i in range(1, seen.stages):
@@ -226,6 +226,44 @@ def early_arrivals(
         np.minimum.at(worst, w, lat[early])
         out.append((np.bincount(w, minlength=n_windows), worst))
     return out
+
+
+def arrived_latencies(cohort: Cohort, seen: Sightings, n_windows: int) -> list[list[np.ndarray]]:
+    """Per hop 1..n-1 and window: the arrived events' latencies (µs), sorted."""
+    out = []
+    for i in range(1, seen.stages):
+        has = seen.first[i] != NOT_SEEN
+        us = seen.first[i][has] - cohort.origin_us[has]
+        w = cohort.w[has]
+        out.append([np.sort(us[w == j] if n_windows > 1 else us) for j in range(n_windows)])
+    return out
+
+
+def picked_from_sorted(parts: list[np.ndarray]) -> dict[str, float | None]:
+    """`_picked` of the concatenation of sorted arrays, without concatenating them.
+
+    Each quantile is the value at its position in the union: the least value v
+    with more than that many values <= v, found by bisecting the int64 range (at most
+    64 steps of one `searchsorted` per part), so memory-mapped parts are touched at a
+    few pages each. Exact: the same value as `_picked` of all of them.
+    """
+    parts = [p for p in parts if len(p)]
+    if not parts:
+        return {name: None for name in (*QUANTILES, "max")}
+    n = sum(len(p) for p in parts)
+    lowest, highest = min(int(p[0]) for p in parts), max(int(p[-1]) for p in parts)
+    picked: dict[str, float | None] = {}
+    for name, (num, den) in QUANTILES.items():
+        rank = max(1, -(-n * num // den))  # the value with `rank` values <= it
+        lo, hi = lowest, highest
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if sum(int(np.searchsorted(p, mid, side="right")) for p in parts) >= rank:
+                hi = mid
+            else:
+                lo = mid + 1
+        picked[name] = float(lo) / 1000.0
+    return picked | {"max": float(highest) / 1000.0}
 
 
 def _latencies(

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from recon.model import LedgerRead, Window
-from recon.sources import files, kafka, parquet, sql
+from recon.model import LedgerRead, Shard, Window
+from recon.sources import files, kafka, parquet, sharding, sql
 from recon.sources.base import SourceConfig
 from recon.sources.kind import Kind
 
@@ -30,10 +30,19 @@ def kind_of(cfg: SourceConfig) -> Kind[Any]:
     return REGISTRY[cfg.source]
 
 
-def read_ledger(cfg: SourceConfig, window: Window) -> LedgerRead:
-    """Read one stage's (or dead-letter sink's) rows for `window` with its kind's reader."""
-    read: LedgerRead = kind_of(cfg).read(cfg, window)
-    return read
+def read_ledger(cfg: SourceConfig, window: Window, shard: Shard | None = None) -> LedgerRead:
+    """Read one stage's (or dead-letter sink's) rows for `window` with its kind's reader.
+
+    With a `shard`, only the rows of its events (and its unreadable rows,
+    `sharding.keep`), read through the kind's `read_shard` where it has one.
+    """
+    kind = kind_of(cfg)
+    if shard is None or shard.count == 1:
+        read: LedgerRead = kind.read(cfg, window)
+        return read
+    reader = kind.read_shard
+    whole: LedgerRead = reader(cfg, window, shard) if reader is not None else kind.read(cfg, window)
+    return sharding.keep(whole, shard)
 
 
 def countable(cfg: SourceConfig) -> bool:

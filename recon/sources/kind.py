@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from recon.model import LedgerRead, Window
+from recon.model import LedgerRead, Shard, Window
 from recon.sources.base import SourceConfig
 
 C = TypeVar("C", bound=SourceConfig)
@@ -35,3 +35,7 @@ class Kind(Generic[C]):
     paths: tuple[str, ...] = ()
     # A row's headers by partition and offset (a dead letter's error text, for explain).
     headers_at: Callable[[C, int, int], dict[str, str]] | None = None
+    # Reads a window's rows of one shard's events, or a superset of them (a predicate
+    # pushed into the source): `read_ledger` keeps exactly the shard's after it. None:
+    # the whole window is read and filtered.
+    read_shard: Callable[[C, Window, Shard], LedgerRead] | None = None

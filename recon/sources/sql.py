@@ -24,7 +24,7 @@ from pydantic import Field, model_validator
 
 from recon import connections
 from recon.errors import ConfigError, SourceError
-from recon.model import BadRecord, LedgerRead, Window
+from recon.model import BadRecord, LedgerRead, Shard, Window
 from recon.sources.base import (
     TimedSource,
     TimeKind,
@@ -40,6 +40,7 @@ from recon.sources.base import (
     wall_bound,
 )
 from recon.sources.kind import Kind
+from recon.sources.sharding import sql_predicate
 from recon.timeutil import epoch_us
 
 if TYPE_CHECKING:
@@ -137,8 +138,28 @@ def _pg_type(field: pa.Field) -> str:
     return name
 
 
+# ID types whose `::text` is the canonical text form (`canonical_ids`): a shard's hash
+# predicate on it is the hash recon computes (bytea is decoded as UTF-8 by recon: not pushed).
+_TEXT_IDS = frozenset({"text", "varchar", "bpchar", "name", "uuid", "int2", "int4", "int8"})
+
+
 def read(cfg: Config, window: Window) -> LedgerRead:
     """Rows of the table/query whose time column is in `window`."""
+    return _read(cfg, window, None)
+
+
+def read_shard(cfg: Config, window: Window, shard: Shard) -> LedgerRead:
+    """`read`, with the shard's hash predicate run in PostgreSQL where it is exact.
+
+    Pushed down when the ID's text is its canonical form, the time column is no
+    text (text that is no time is unreadable, and shard 0 must see every such row)
+    and the database is UTF8 (MD5 hashes its bytes); else every row is read, and
+    `sharding.keep` filters them all the same.
+    """
+    return _read(cfg, window, shard)
+
+
+def _read(cfg: Config, window: Window, shard: Shard | None) -> LedgerRead:
     # Imported here: ADBC's DB-API module imports pyarrow.dataset and pandas, which
     # `recon check` (counts only) never needs.
     import adbc_driver_manager
@@ -160,6 +181,11 @@ def read(cfg: Config, window: Window) -> LedgerRead:
                 )
                 # char(n) pads with blanks that are no part of the value: its text drops them.
                 id_expr = "event_id::text" if id_type == "bpchar" else "event_id"
+                only = ""
+                if shard is not None and id_type in _TEXT_IDS and kind != "text":
+                    cur.execute("SELECT current_setting('server_encoding')")
+                    if cur.fetch_arrow_table().column(0)[0].as_py() == "UTF8":
+                        only = f"WHERE {sql_predicate('event_id::text', shard)}"
                 timeless = []
                 if cfg.table is not None:
                     timeless = _null_times(cur, cfg.table, cfg.time)
@@ -170,7 +196,8 @@ def read(cfg: Config, window: Window) -> LedgerRead:
                 # The bounds are literals, not parameters: ADBC streams a query without
                 # parameters as binary COPY, but holds a parameterised one's whole result
                 # in libpq.
-                cur.execute(_select(cfg, id_expr, f"WHERE {_time_filter(cfg, kind, window)}"))
+                where = f"WHERE {_time_filter(cfg, kind, window)}"
+                cur.execute(_select(cfg, id_expr, where, only))
                 table = cur.fetch_arrow_table()
             conn.rollback()  # read only: nothing to keep
     except adbc_driver_manager.Error as exc:
@@ -180,12 +207,16 @@ def read(cfg: Config, window: Window) -> LedgerRead:
     return read
 
 
-def _select(cfg: Config, id_expr: str, where: str) -> str:
-    """The ID (as `id_expr` makes it of the column `event_id`) and time of the rows `where`."""
-    # PostgreSQL flattens the inner query: `where` still filters the relation in place.
+def _select(cfg: Config, id_expr: str, where: str, outer: str = "") -> str:
+    """The ID (as `id_expr` makes it of the column `event_id`) and time of the rows `where`.
+
+    `outer` filters on the inner query's `event_id` and `stage_time` (a shard's hash).
+    """
+    # PostgreSQL flattens the inner query: `where` and `outer` still filter the relation
+    # in place.
     return (
         f"SELECT {id_expr} AS event_id, stage_time FROM (SELECT {_quoted(cfg.id)} AS event_id, "
-        f"{_quoted(cfg.time)} AS stage_time FROM {_relation(cfg)} {where}) AS recon_rows"
+        f"{_quoted(cfg.time)} AS stage_time FROM {_relation(cfg)} {where}) AS recon_rows {outer}"
     )
 
 
@@ -376,4 +407,4 @@ def _count_text(cfg: Config, windows: list[Window]) -> list[int]:
     ]
 
 
-KIND = Kind("sql", Config, read, count_many=count_many, exact_ranges=True)
+KIND = Kind("sql", Config, read, count_many=count_many, exact_ranges=True, read_shard=read_shard)
