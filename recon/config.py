@@ -114,6 +114,7 @@ class PipelineConfig(Strict):
     thresholds: Thresholds = Thresholds(loss_rate=DEFAULT_LOSS_RATE)
     results: str | None = None
     expectations: str | None = None
+    data_docs: str | None = None
     stages: list[SourceSpec] = Field(min_length=2)
     dead_letters: list[SourceSpec] = Field(default_factory=list)
     alerts: AlertsConfig | None = None
@@ -262,9 +263,10 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
         # The default store sits beside the config, wherever recon is called from (the
         # CLI, a notebook, a DAG): all of them read and write the same one.
         data["results"] = str(base / DEFAULT_SQLITE)
-    expectations = data.get("expectations")
-    if expectations is None or isinstance(expectations, str):
-        data["expectations"] = str(base / (expectations or "expectations"))
+    for key, default in (("expectations", "expectations"), ("data_docs", "data-docs")):
+        value = data.get(key)
+        if value is None or isinstance(value, str):
+            data[key] = str(base / (value or default))
 
 
 def parse_config(data: Any, source: str = "<config>", base: Path | None = None) -> PipelineConfig:

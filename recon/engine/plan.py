@@ -14,7 +14,7 @@ import math
 import os
 from dataclasses import dataclass
 
-from recon.model import Window, WindowResult
+from recon.model import Computed, Window
 
 # Rows one read of one source may hold; windows are grouped under it (override: env).
 MAX_ROWS_PER_READ = int(os.environ.get("RECON_MAX_ROWS_PER_READ", "2000000"))
@@ -97,7 +97,7 @@ def window_rows(largest: int | None, counts: list[int] | None, rest: int) -> lis
     return [math.ceil(n * per_origin_row) for n in counts[1:]]
 
 
-def largest_read(results: list[WindowResult]) -> int | None:
+def largest_read(results: list[Computed]) -> int | None:
     """Rows of the largest ledger of computed windows; None if none could be read."""
     if any(r.error is not None for r in results):
         return None
