@@ -154,6 +154,10 @@ class Stored:
         """The Great Expectations outcomes of a stored window."""
         return self.store.expectations(window_id)
 
+    def dead_letter_errors(self, window_id: str) -> pd.DataFrame:
+        """A stored window's dead-lettered events per stage and error."""
+        return self.store.dead_letter_errors(window_id)
+
     def history(self, window_id: str) -> pd.DataFrame:
         """Every stored result of the window's time range (its restatements)."""
         return self.store.history(window_id)

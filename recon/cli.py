@@ -199,6 +199,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         args.timings.write_text(json.dumps(timings, indent=2) + "\n")
     if store is not None:
         where.append(f"results: {store.describe()} (run {report.run_id})")
+    if report.data_docs is not None:
+        where.append(f"Great Expectations Data Docs: {report.data_docs}")
     sys.stdout.write(run_summary(report.windows, report.wall_s, where))
     if store is not None:
         after_run(cfg, report, store, args.now)

@@ -140,6 +140,7 @@ class PipelineConfig(Strict):
     thresholds: Thresholds = Thresholds(loss_rate=DEFAULT_LOSS_RATE)
     results: str | None = None
     expectations: str | None = None
+    data_docs: str | None = None
     stages: list[SourceSpec] = Field(min_length=2)
     dead_letters: list[SourceSpec] = Field(default_factory=list)
     alerts: AlertsConfig | None = None
@@ -295,9 +296,10 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
         directory = shards.get("directory", "recon-shards")
         if isinstance(directory, str) and "://" not in directory:
             shards["directory"] = str(base / directory)
-    expectations = data.get("expectations")
-    if expectations is None or isinstance(expectations, str):
-        data["expectations"] = str(base / (expectations or "expectations"))
+    for key, default in (("expectations", "expectations"), ("data_docs", "data-docs")):
+        value = data.get(key)
+        if value is None or isinstance(value, str):
+            data[key] = str(base / (value or default))
 
 
 def parse_config(data: Any, source: str = "<config>", base: Path | None = None) -> PipelineConfig:

@@ -266,9 +266,14 @@ class StageMetrics:
         }
 
 
-@dataclass
+@dataclass(frozen=True)
 class ExpectationOutcome:
-    """One expectation's verdict on one stage of one window."""
+    """One expectation's verdict on one stage of one window.
+
+    `name` is set for an expectation the user added to the suite (its `meta.name`,
+    else its type, column and bounds); recon's own, generated from the thresholds,
+    have none. `threshold` is its bound (max_value, else min_value; 0 without one).
+    """
 
     stage: str
     expectation: str
@@ -276,6 +281,27 @@ class ExpectationOutcome:
     threshold: float
     observed: float | None
     success: bool
+    name: str | None = None
+
+
+@dataclass
+class Computed:
+    """One window as the engine computed it, before the gate: `error` set means no numbers.
+
+    `dead_letter_errors`: per stage, its dead-lettered events counted by the error
+    text their dead letters carry (a Kafka header `error`, `x-error` or `exception`).
+    """
+
+    pipeline: str
+    window: Window
+    events: int | None = None
+    stages: list[StageMetrics] = field(default_factory=list)
+    end_to_end: StageMetrics | None = None
+    missing: pa.Table | None = None
+    notes: list[str] = field(default_factory=list)
+    error: str | None = None
+    dead_letter_errors: dict[str, dict[str, int]] = field(default_factory=dict)
+    schema_ids: list[SchemaIdUse] = field(default_factory=list)  # Kafka stages with a registry
 
 
 @dataclass
@@ -337,6 +363,7 @@ class WindowResult:
     error: str | None = None
     run_id: str | None = None
     window_id: str | None = None  # its row in the results store, once stored
+    dead_letter_errors: dict[str, dict[str, int]] = field(default_factory=dict)  # see Computed
 
     def as_dict(self) -> dict[str, object]:
         """The JSON report's shape for one window (DESIGN.md contract)."""

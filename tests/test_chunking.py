@@ -107,11 +107,11 @@ def test_one_busy_hour_does_not_serialize_the_others(
     cfg = cfg.model_copy(update={"expectations": str(tmp_path / "expectations")})
     reads: list[tuple[int, bool]] = []  # (first hour read, read on the prefetch thread)
     steps: list[tuple[str, int]] = []  # ("read" | "gate", first hour), in order
-    plain, gate = Engine.read, runner.validate
+    plain, gate = Engine.read, runner.Gate.__call__
 
-    def validate(suite, part, cfg):  # type: ignore[no-untyped-def]
+    def validate(self, part):  # type: ignore[no-untyped-def]
         steps.append(("gate", part[0].window.start.hour))
-        return gate(suite, part, cfg)
+        return gate(self, part)
 
     def read(engine, span, phases, kept=None):  # type: ignore[no-untyped-def]
         hour = span.windows[0].start.hour
@@ -120,7 +120,7 @@ def test_one_busy_hour_does_not_serialize_the_others(
         return plain(engine, span, phases, kept)
 
     monkeypatch.setattr(Engine, "read", read)
-    monkeypatch.setattr(runner, "validate", validate)
+    monkeypatch.setattr(runner.Gate, "__call__", validate)
     tight = cfg.model_copy(update={"resources": ResourcesConfig(max_rows_per_read=500)})
     busy = runner.run(tight, START, START + timedelta(hours=6), None)
     assert reads == [(0, False), (1, False), (2, True), (3, False), (4, False)]

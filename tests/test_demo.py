@@ -20,7 +20,9 @@ def test_demo_incident(
     """12 windows x 2000 events. Hours 2-9: the lake hop loses round(0.302 x 2000) = 604 of
     the events Kafka delivered (Kafka loses none at this volume) -> breach at the lake only.
     5 dead letters an hour are not losses. Hour 11: the lagging consumer leaves events pending
-    -> incomplete. Every other window: ok. Every counter equals the simulator's truth.
+    -> incomplete. Every other window: ok. Every counter equals the simulator's truth. The
+    demo's two expectations of the user's (at most 8 dead letters an hour at the lake, the
+    producer's p99 latency at most 2,000 ms: its hop takes 5-800 ms) pass in all 12.
 
     The values are Avro; events received from hour 2 on carry schema v2 (the switch), and
     only they are lost: window 2 names v2, first seen at its first message, as the cause of
@@ -41,6 +43,13 @@ def test_demo_incident(
         assert lake.loc[h, "lost"] == (604 if h in INCIDENT_HOURS else 0)
         assert bool(lake.loc[h, "breach"]) == (h in INCIDENT_HOURS)
     assert lake.loc[:10, "dead_lettered"].tolist() == [5] * 11
+    for window_id in windows["window_id"]:
+        named = store.expectations(window_id).dropna(subset=["name"])
+        assert sorted(named["name"]) == [
+            "dead letters at most 200 a day (8 an hour)",
+            "producer p99 latency at most 2,000 ms",
+        ]
+        assert named["success"].all()
     start = windows["window_start"].iloc[0].to_pydatetime()
     assert start == demo_start(datetime.now(UTC)) or start == demo_start(
         datetime.now(UTC) - timedelta(hours=1)  # the run began in the hour before

@@ -272,8 +272,10 @@ def test_chunked_pipelined_and_parallel_runs_give_the_same_report(
         *(f"read {name}" for name in ("webhook", "kafka", "lake", "dlq")),
         "read (all sources)",
         "compute",
+        "read dead-letter errors",
         "expectations",
         "store",
+        "data docs",
     }
     tight = _config(tmp_path, targets, "tight", resources=one_row)
     assert report("one-window-reads", config=tight) == whole

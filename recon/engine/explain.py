@@ -21,6 +21,7 @@ from recon.engine.reading import ranges, read_range
 from recon.errors import ConfigError
 from recon.model import LedgerRead, StageInput, Window
 from recon.sources import kind_of
+from recon.sources.kind import error_text
 from recon.store import ResultStore
 from recon.timeutil import iso
 
@@ -183,7 +184,7 @@ def explain(cfg: PipelineConfig, event_id: str, window: Window) -> Trace:
                 headers_at = kind_of(sink).headers_at
                 if headers_at is not None and row["partition"] is not None:
                     headers = headers_at(sink, row["partition"], row["offset"])
-                    error = headers.get("error") or headers.get("exception") or None
+                    error = error_text(headers)
                 sid = sink_schema_of.get((row["partition"], row["offset"]))
                 sightings.append(
                     Sighting(stage.name, sink_cfg.name, row["stage_time"], _place(row), error, sid)

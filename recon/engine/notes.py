@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from recon.config import PipelineConfig
-from recon.model import StageInput, Window, WindowResult
+from recon.model import ExpectationOutcome, StageInput, StageMetrics, Window
 
 MAX_NOTES_PER_STAGE = 20
 
@@ -50,14 +50,27 @@ def stall_notes(
     return notes
 
 
-def verdict_notes(result: WindowResult) -> list[str]:
-    """What broke a limit besides loss (the table shows loss): volume and unreadable rows."""
+def verdict_notes(
+    outcomes: list[ExpectationOutcome],
+    stages: list[StageMetrics],
+    dead_letter_errors: dict[str, dict[str, int]],
+) -> list[str]:
+    """What broke a limit besides loss (the table shows loss), and why events were dead-lettered.
+
+    Volume, unreadable rows, every failed expectation of the user's (by its
+    name), and each stage's dead-lettered events by their error.
+    """
     notes = []
-    unreadable = {m.stage: m.unreadable for m in result.stages}
-    for e in result.expectations:
-        if e.success or e.observed is None:
+    unreadable = {m.stage: m.unreadable for m in stages}
+    for e in outcomes:
+        if e.success:
             continue
-        if e.column == "events":
+        if e.name is not None:
+            seen = f"observed {e.observed:g}" if e.observed is not None else "failed"
+            notes.append(f"{e.stage}: expectation {e.name!r} failed: {seen}")
+        elif e.observed is None:
+            continue
+        elif e.column == "events":
             notes.append(
                 f"{e.stage}: volume dropped to {e.observed:.0f} events "
                 f"(min_events {e.threshold:.0f} for this window)"
@@ -68,4 +81,16 @@ def verdict_notes(result: WindowResult) -> list[str]:
                 f"time, {e.observed:.4%} of the rows seen, above max_unreadable_rate "
                 f"{e.threshold:g}: the window cannot be judged ok"
             )
+    for stage, errors in dead_letter_errors.items():
+        shown = [f"{n} {_short(text)!r}" for text, n in list(errors.items())[:MAX_NOTES_PER_STAGE]]
+        more = len(errors) - len(shown)
+        notes.append(
+            f"{stage}: {sum(errors.values())} dead-lettered by error: {', '.join(shown)}"
+            + (f" and {more} more errors" if more > 0 else "")
+        )
     return notes
+
+
+def _short(text: str, limit: int = 200) -> str:
+    """An error text cut for a note (the dashboard shows it whole)."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"

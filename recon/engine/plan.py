@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from recon.model import Window, WindowResult
+from recon.model import Computed, Window
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,7 @@ def window_rows(largest: int | None, counts: list[int] | None, rest: int, budget
     return [math.ceil(n * per_origin_row) for n in counts[1:]]
 
 
-def largest_read(results: list[WindowResult]) -> int | None:
+def largest_read(results: list[Computed]) -> int | None:
     """Rows of the largest ledger of computed windows; None if none could be read."""
     if any(r.error is not None for r in results):
         return None

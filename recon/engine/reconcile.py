@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 
 from recon.config import PipelineConfig
 from recon.engine.carry import Kept
+from recon.engine.dead_letters import dead_letter_errors
 from recon.engine.heap import release_freed_memory
 from recon.engine.loss import compute_many
 from recon.engine.notes import read_notes, stall_notes
@@ -21,7 +22,7 @@ from recon.engine.phases import Phases
 from recon.engine.plan import Span
 from recon.engine.reading import Read, carried, ranges, read
 from recon.errors import SourceError
-from recon.model import Status, Window, WindowResult
+from recon.model import Computed, Window
 
 
 @dataclass(frozen=True)
@@ -39,16 +40,14 @@ class Engine:
         """The rows of the read of `span` that the read of `after` (the next span) needs."""
         return carried(self.cfg, span, stages, after, self.now)
 
-    def compute(self, span: Span, stages: Read, phases: Phases) -> list[WindowResult]:
+    def compute(self, span: Span, stages: Read, phases: Phases) -> list[Computed]:
         """The span's windows from its read; every window an error if a source failed.
 
-        Statuses are provisional (`incomplete`) until the gate has judged them.
+        They have no status yet: the gate and the rules judge them (runner._Finish).
         """
         cfg = self.cfg
         if isinstance(stages, SourceError):
-            return [
-                WindowResult(cfg.pipeline, w, Status.ERROR, error=str(stages)) for w in span.windows
-            ]
+            return [Computed(cfg.pipeline, w, error=str(stages)) for w in span.windows]
         release_freed_memory()  # what the reads and the last store freed: DuckDB's turn
         with phases.timed("compute"):
             res = cfg.resources
@@ -58,11 +57,15 @@ class Engine:
             stalled = [self.now >= w.end + cfg.window.stall for w in span.windows]
             computed = compute_many(span.windows, stages, ranges(cfg), memory, stalled)
         release_freed_memory()  # what DuckDB freed, before the next read allocates
+        try:  # the error headers are read now, for the dead-lettered events only
+            with phases.timed("read dead-letter errors"):
+                errors = dead_letter_errors(cfg, stages, [c.missing for c in computed])
+        except SourceError as exc:  # a sink gone since it was read: no numbers, as for a read
+            return [Computed(cfg.pipeline, w, error=str(exc)) for w in span.windows]
         return [
-            WindowResult(
+            Computed(
                 cfg.pipeline,
                 window,
-                Status.INCOMPLETE,
                 events=c.events,
                 stages=c.stages,
                 end_to_end=c.end_to_end,
@@ -73,13 +76,14 @@ class Engine:
                     *c.notes,
                     *stall_notes(cfg, c.stalled, stages),
                 ],
+                dead_letter_errors=by_error,
             )
-            for window, c in zip(span.windows, computed, strict=True)
+            for window, c, by_error in zip(span.windows, computed, errors, strict=True)
         ]
 
-    def reconcile(self, spans: list[Span], phases: Phases) -> list[WindowResult]:
+    def reconcile(self, spans: list[Span], phases: Phases) -> list[Computed]:
         """The spans one after the other, each taking over the rows of the one before."""
-        results: list[WindowResult] = []
+        results: list[Computed] = []
         kept = None
         for j, span in enumerate(spans):
             after = spans[j + 1] if j + 1 < len(spans) else None
@@ -89,7 +93,7 @@ class Engine:
 
     def _step(
         self, span: Span, kept: dict[str, Kept] | None, after: Span | None, phases: Phases
-    ) -> tuple[list[WindowResult], dict[str, Kept] | None]:
+    ) -> tuple[list[Computed], dict[str, Kept] | None]:
         # Its own frame: the span's ledgers are freed when it returns, before the next read.
         stages = self.read(span, phases, kept)
         computed = self.compute(span, stages, phases)
@@ -101,8 +105,8 @@ def reconcile_windows(
     windows: list[Window],
     phases: Phases | None = None,
     now: datetime | None = None,
-) -> list[WindowResult]:
-    """Consecutive windows from one read of every source, without the gate.
+) -> list[Computed]:
+    """Consecutive windows from one read of every source, without the gate (no status).
 
     A source that cannot be read gives every window an error result with no numbers.
     """

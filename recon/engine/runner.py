@@ -9,10 +9,11 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from pathlib import Path
 
-from recon.checks.expectations import ensure_suite, validate
+from recon.checks.expectations import Gate, ensure_suite
 from recon.config import PipelineConfig
 from recon.engine import plan, schedule, schemas
 from recon.engine.notes import verdict_notes
@@ -22,7 +23,7 @@ from recon.engine.reading import count_origin
 from recon.engine.reconcile import Engine
 from recon.engine.status import RUN_STATUS, is_settled, run_exit_code, window_status
 from recon.errors import SourceError
-from recon.model import END_TO_END, Status, Window, WindowResult
+from recon.model import END_TO_END, Computed, ExpectationOutcome, Window, WindowResult
 from recon.sources import check_reachable
 from recon.store import ResultStore
 
@@ -36,6 +37,7 @@ class RunReport:
     windows: list[WindowResult] = field(default_factory=list)
     phases: Phases = field(default_factory=Phases)
     wall_s: float = 0.0
+    data_docs: Path | None = None  # the index of the run's Great Expectations Data Docs
 
     @property
     def exit_code(self) -> int:
@@ -83,12 +85,13 @@ def run(
         store.upgrade()  # an unreachable store fails the run before any work
         run_id = store.start_run(cfg.pipeline, start, end, config_digest(cfg))
     engine = Engine(cfg, now or datetime.now(UTC))
-    finish = _Finish(engine, suite, store, run_id, phases, keep_missing, progress)
+    gate = Gate(cfg, suite, run_id)
+    finish = _Finish(engine, gate, store, run_id, phases, keep_missing, progress)
     try:
         try:
             check_reachable([*cfg.stages, *cfg.dead_letters])
         except SourceError as exc:  # every window is an error, stored as such: no numbers
-            finish([WindowResult(cfg.pipeline, w, Status.ERROR, error=str(exc)) for w in windows])
+            finish([Computed(cfg.pipeline, w, error=str(exc)) for w in windows])
             windows = []
         if jobs > 1 and len(windows) > 1:
             # While this process sizes the spans on the first window, jobs - 1 workers
@@ -102,15 +105,17 @@ def run(
         elif windows:
             first, spans, handed = _first_of_process(engine, windows, phases)
             schedule.in_process(engine, spans, first, handed, finish, phases)
+        with phases.timed("data docs"):
+            docs = gate.build_docs(Path(cfg.data_docs) / run_id if cfg.data_docs else None)
     except BaseException:
         # A run that dies (a store failure, an interrupt) is marked failed, not left
         # "running" forever; the error itself goes on up.
         if store is not None:
             store.mark_failed(run_id)
         raise
-    report = RunReport(cfg.pipeline, run_id, finish.results, phases)
+    report = RunReport(cfg.pipeline, run_id, finish.results, phases, data_docs=docs)
     if store is not None:
-        store.finish_run(run_id, RUN_STATUS[report.exit_code])
+        store.finish_run(run_id, RUN_STATUS[report.exit_code], docs)
     report.wall_s = time.perf_counter() - started
     return report
 
@@ -119,7 +124,7 @@ def finish_computed(
     cfg: PipelineConfig,
     start: datetime,
     end: datetime,
-    computed: list[WindowResult],
+    computed: list[Computed],
     store: ResultStore | None,
     now: datetime,
     keep_missing: bool = True,
@@ -136,23 +141,26 @@ def finish_computed(
     if store is not None:
         store.upgrade()
         run_id = store.start_run(cfg.pipeline, start, end, config_digest(cfg))
-    finish = _Finish(Engine(cfg, now), suite, store, run_id, phases, keep_missing, None)
+    gate = Gate(cfg, suite, run_id)
+    finish = _Finish(Engine(cfg, now), gate, store, run_id, phases, keep_missing, None)
     try:
         finish(computed)
+        with phases.timed("data docs"):
+            docs = gate.build_docs(Path(cfg.data_docs) / run_id if cfg.data_docs else None)
     except BaseException:
         if store is not None:
             store.mark_failed(run_id)
         raise
-    report = RunReport(cfg.pipeline, run_id, finish.results, phases)
+    report = RunReport(cfg.pipeline, run_id, finish.results, phases, data_docs=docs)
     if store is not None:
-        store.finish_run(run_id, RUN_STATUS[report.exit_code])
+        store.finish_run(run_id, RUN_STATUS[report.exit_code], docs)
     report.wall_s = time.perf_counter() - started
     return report
 
 
 def _first_of_process(
     engine: Engine, windows: list[Window], phases: Phases
-) -> tuple[list[WindowResult], list[Span], schedule.Handed]:
+) -> tuple[list[Computed], list[Span], schedule.Handed]:
     """The first window computed alone; its size plans the spans of the rest.
 
     Returns its results, every span of the run (the first one's rows known),
@@ -173,7 +181,7 @@ def _first_of_process(
 
 def _first_of_pool(
     engine: Engine, windows: list[Window], jobs: int, phases: Phases
-) -> tuple[list[WindowResult], list[list[Span]]]:
+) -> tuple[list[Computed], list[list[Span]]]:
     """The first window computed alone, and the pool's tasks for the windows after `jobs`."""
     with ThreadPoolExecutor(1) as counter:  # counted while the first window is read
         counted = counter.submit(count_origin, engine.cfg, [windows[0], *windows[jobs:]])
@@ -188,14 +196,15 @@ def _first_of_pool(
 class _Finish:
     """Gates, judges and stores computed windows, in window order, keeping their results.
 
-    Once the store has failed, nothing after it is stored (spans queued behind
-    the failed one in the gate thread raise the same error).
+    Each window's result is made once, with its final status. Once the store has
+    failed, nothing after it is stored (spans queued behind the failed one in the
+    gate thread raise the same error).
     """
 
     def __init__(
         self,
         engine: Engine,
-        suite: dict[str, object],
+        gate: Gate,
         store: ResultStore | None,
         run_id: str,
         phases: Phases,
@@ -203,7 +212,7 @@ class _Finish:
         progress: Callable[[WindowResult], None] | None,
     ) -> None:
         self.cfg, self.now = engine.cfg, engine.now
-        self.suite, self.store, self.run_id, self.phases = suite, store, run_id, phases
+        self.gate, self.store, self.run_id, self.phases = gate, store, run_id, phases
         self.keep_missing, self.progress = keep_missing, progress
         hops = [*(s.name for s in self.cfg.stages[1:]), END_TO_END]
         self.thresholds = {name: self.cfg.thresholds_for(name) for name in hops}
@@ -212,16 +221,13 @@ class _Finish:
         # Schema IDs of the windows before the next one (loaded with the first).
         self.known_schemas: schemas.Known | None = None
 
-    def __call__(self, computed: list[WindowResult]) -> None:
+    def __call__(self, computed: list[Computed]) -> None:
         if self.failed is not None:
             raise self.failed
         with self.phases.timed("expectations"):
-            validate(self.suite, computed, self.cfg)
-        for result in computed:
-            result.run_id = self.run_id
-            result.notes += verdict_notes(result)
-            result.notes += self._schema_notes(result)
-            result.status = self._status(result)
+            outcomes = self.gate(computed)
+        for c in computed:
+            result = self._judged(c, outcomes[c.window])
             if self.store is not None:
                 try:
                     with self.phases.timed("store"):
@@ -233,9 +239,9 @@ class _Finish:
                     result.missing = None
             if self.progress is not None:
                 self.progress(result)
-        self.results.extend(computed)
+            self.results.append(result)
 
-    def _schema_notes(self, result: WindowResult) -> list[str]:
+    def _schema_notes(self, c: Computed) -> list[str]:
         """Which schema IDs are new in the window, and the loss that comes with them.
 
         Windows are finished in order, so what the store holds before the run's
@@ -243,21 +249,45 @@ class _Finish:
         """
         if self.known_schemas is None:
             self.known_schemas = (
-                self.store.schema_ids_before(self.cfg.pipeline, result.window.start)
+                self.store.schema_ids_before(self.cfg.pipeline, c.window.start)
                 if self.store is not None
                 else {}
             )
-        schemas.mark_first_seen(result.schema_ids, self.known_schemas)
-        schemas.remember(result.schema_ids, self.known_schemas)
-        said = [(u, schemas.attribution(u)) for u in result.schema_ids]
+        schemas.mark_first_seen(c.schema_ids, self.known_schemas)
+        schemas.remember(c.schema_ids, self.known_schemas)
+        said = [(u, schemas.attribution(u)) for u in c.schema_ids]
         return [f"{u.next_stage}: {text}" for u, text in said if text is not None]
 
-    def _status(self, result: WindowResult) -> Status:
-        e2e = result.end_to_end
-        return window_status(
-            error=result.error is not None or e2e is None,
-            breach=e2e is not None and any(m.breach for m in [*result.stages, e2e]),
+    def _judged(self, c: Computed, outcomes: list[ExpectationOutcome]) -> WindowResult:
+        """The window's result: the gate's outcomes, its stages' breach flags, its status."""
+        breached = {o.stage for o in outcomes if not o.success}
+        stages = [replace(m, breach=m.stage in breached) for m in c.stages]
+        e2e = c.end_to_end
+        if e2e is not None:
+            e2e = replace(e2e, breach=e2e.stage in breached)
+        status = window_status(
+            error=c.error is not None or e2e is None,
+            breach=bool(breached),
             pending=e2e.pending if e2e is not None else 0,
             unverifiable=e2e.unverifiable if e2e is not None else 0,
-            settled=is_settled(result.window.end, self.cfg.window.settle, self.now),
+            settled=is_settled(c.window.end, self.cfg.window.settle, self.now),
+        )
+        return WindowResult(
+            c.pipeline,
+            c.window,
+            status,
+            events=c.events,
+            stages=stages,
+            end_to_end=e2e,
+            missing=c.missing,
+            notes=[
+                *c.notes,
+                *verdict_notes(outcomes, stages, c.dead_letter_errors),
+                *self._schema_notes(c),
+            ],
+            expectations=outcomes,
+            error=c.error,
+            run_id=self.run_id,
+            dead_letter_errors=c.dead_letter_errors,
+            schema_ids=c.schema_ids,
         )

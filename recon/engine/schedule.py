@@ -17,9 +17,9 @@ from recon.engine.phases import Phases
 from recon.engine.plan import Span
 from recon.engine.reading import Read
 from recon.engine.reconcile import Engine
-from recon.model import WindowResult
+from recon.model import Computed
 
-Finish = Callable[[list[WindowResult]], None]
+Finish = Callable[[list[Computed]], None]
 # What a span gets from the read of the span before it: that read's rows it needs
 # (read after the span before is finished), or its own read, already under way.
 Handed = dict[str, Kept] | Future[Read] | None
@@ -28,7 +28,7 @@ Handed = dict[str, Kept] | Future[Read] | None
 def in_process(
     engine: Engine,
     spans: list[Span],
-    first: list[WindowResult],
+    first: list[Computed],
     handed: Handed,
     finish: Finish,
     phases: Phases,
@@ -85,7 +85,7 @@ def in_process(
 def in_pool(
     engine: Engine,
     ahead: list[Span],
-    first: Callable[[], tuple[list[WindowResult], list[list[Span]]]],
+    first: Callable[[], tuple[list[Computed], list[list[Span]]]],
     finish: Finish,
     phases: Phases,
     jobs: int,
@@ -108,7 +108,7 @@ def in_pool(
             finish(results)
 
 
-def _work(engine: Engine, spans: list[Span]) -> tuple[list[WindowResult], Phases]:
+def _work(engine: Engine, spans: list[Span]) -> tuple[list[Computed], Phases]:
     """A pool worker's task: its spans one after the other; its phases travel back."""
     tune_process()  # recon's own process (a forked worker may have it already)
     phases = Phases()

@@ -45,6 +45,7 @@ import pyarrow.parquet as pq
 
 from recon.config import PipelineConfig
 from recon.engine import schemas
+from recon.engine.dead_letters import dead_letter_errors
 from recon.engine.heap import release_freed_memory
 from recon.engine.loss import (
     clock_notes,
@@ -58,14 +59,13 @@ from recon.engine.sightings import picked_from_sorted
 from recon.model import (
     COUNTERS,
     MISSING_SCHEMA,
+    Computed,
     LedgerRead,
     SchemaIdUse,
     Shard,
     StageInput,
     StageMetrics,
-    Status,
     Window,
-    WindowResult,
     empty_ledger,
 )
 from recon.timeutil import iso, parse_instant
@@ -91,6 +91,8 @@ class Partial:
     # Per Kafka stage and schema ID: the messages are the whole read's (the same in
     # every shard), the events and their loss next the shard's own.
     schema_ids: list[SchemaIdUse] = field(default_factory=list)
+    # Per stage: its dead-lettered events by error text (each event in one shard only).
+    dead_letter_errors: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 def reconcile_shard(
@@ -134,11 +136,12 @@ def partial(
         read_notes(stages, window),
         {s.name: s.ledger.committed for s in stages},
         c.schema_ids,
+        dead_letter_errors(cfg, stages, [c.missing])[0],
     )
 
 
-def merge(cfg: PipelineConfig, partials: list[Partial]) -> WindowResult:
-    """One window's result from all its shards' (`incomplete` until the gate judges it)."""
+def merge(cfg: PipelineConfig, partials: list[Partial]) -> Computed:
+    """One window from all its shards, as the engine computes it (the gate judges it)."""
     window, shard0 = _check_complete(partials)
     names = [m.stage for m in shard0.stages]
     stages = []
@@ -161,22 +164,28 @@ def merge(cfg: PipelineConfig, partials: list[Partial]) -> WindowResult:
         for n in names
     ]
     schema_ids = _schema_ids(partials, shard0)
+    by_error: dict[str, dict[str, int]] = {}
+    for p in partials:
+        for stage, errors in p.dead_letter_errors.items():
+            mine = by_error.setdefault(stage, {})
+            for error, n in errors.items():
+                mine[error] = mine.get(error, 0) + n
     notes = [
         *shard0.read_notes,
         *clock_notes(stages[1:], early, cfg.window.skew),
         *schemas.notes(schema_ids),
         *stall_notes(cfg, stalled, held),
     ]
-    return WindowResult(
+    return Computed(
         cfg.pipeline,
         window,
-        Status.INCOMPLETE,
         events=events,
         stages=stages,
         end_to_end=end_to_end_of(events, stages),
         missing=_missing(partials, names),
         notes=notes,
         schema_ids=schema_ids,
+        dead_letter_errors=by_error,
     )
 
 
@@ -254,6 +263,7 @@ def save(partial: Partial, where: Path) -> str:
         "schema_ids": [
             {k: v for k, v in u.as_dict().items() if k != "lost_rate"} for u in partial.schema_ids
         ],
+        "dead_letter_errors": partial.dead_letter_errors,
         "committed": {
             n: None if c is None else {str(p): o for p, o in c.items()}
             for n, c in partial.committed.items()
@@ -289,6 +299,7 @@ def load(path: str) -> Partial:
             for n, c in counts["committed"].items()
         },
         [_schema_use(u) for u in counts["schema_ids"]],
+        counts["dead_letter_errors"],
     )
 
 

@@ -12,6 +12,7 @@ the loader lags, so the last window has events in flight.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from datetime import UTC, datetime, timedelta
@@ -22,7 +23,8 @@ import yaml
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
-from recon.config import load_config
+from recon.checks.expectations import ensure_suite, suite_path
+from recon.config import PipelineConfig, load_config
 from recon.engine.runner import run
 from recon.errors import ConfigError, SourceError
 from recon.report import causes, window_table
@@ -55,6 +57,43 @@ def incident_scenario(start: datetime, events_per_hour: int) -> Scenario:
         lag_from=start + timedelta(hours=11, minutes=50),
         schema_switch=timedelta(hours=INCIDENT_HOURS.start),
     )
+
+
+def _at_most(name: str, stage: str, column: str, limit: float) -> dict[str, object]:
+    return {
+        "type": "expect_column_values_to_be_between",
+        "kwargs": {
+            "column": column,
+            "max_value": limit,
+            "row_condition": {
+                "type": "comparison",
+                "column": {"name": "stage"},
+                "operator": "==",
+                "parameter": stage,
+            },
+        },
+        "meta": {"name": name},
+    }
+
+
+# The checks the team added after the incident, beside recon's: dead letters had been
+# trickling at ~120 a day (at most 200 a day: 8 in an hourly window), and the producer's
+# p99 latency came back from 4.2 s to 1.1 s (at most 2,000 ms).
+DEMO_EXPECTATIONS = [
+    _at_most("dead letters at most 200 a day (8 an hour)", "lake", "dead_lettered", 8),
+    _at_most("producer p99 latency at most 2,000 ms", "kafka", "latency_p99_ms", 2000),
+]
+
+
+def write_suite(cfg: PipelineConfig) -> None:
+    """The demo's suite: its two expectations of the user's, then recon's from the thresholds."""
+    path = suite_path(cfg)
+    assert path is not None  # a config loaded from a file has its directory
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        json.dumps({"name": f"recon.{cfg.pipeline}", "expectations": DEMO_EXPECTATIONS})
+    )
+    ensure_suite(cfg, write=True)
 
 
 def demo_start(now: datetime) -> datetime:
@@ -135,6 +174,7 @@ def run_demo(
     config = pipeline_config(targets, results="results.sqlite")
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
     cfg = load_config(config_path)
+    write_suite(cfg)
     store = ResultStore(store_url(cfg.results, workdir))
     report = run(cfg, scenario.start, scenario.end, store)
     colour = sys.stdout.isatty()

@@ -35,7 +35,20 @@ class Kind(Generic[C]):
     paths: tuple[str, ...] = ()
     # A row's headers by partition and offset (a dead letter's error text, for explain).
     headers_at: Callable[[C, int, int], dict[str, str]] | None = None
+    # The same for many rows at once, by (partition, offset) (dead letters' errors per window).
+    headers_many: (
+        Callable[[C, list[tuple[int, int]]], dict[tuple[int, int], dict[str, str]]] | None
+    ) = None
     # Reads a window's rows of one shard's events, or a superset of them (a predicate
     # pushed into the source): `read_ledger` keeps exactly the shard's after it. None:
     # the whole window is read and filtered.
     read_shard: Callable[[C, Window, Shard], LedgerRead] | None = None
+
+
+# The headers a dead letter's error text is read from, in this order.
+ERROR_HEADERS = ("error", "x-error", "exception")
+
+
+def error_text(headers: dict[str, str]) -> str | None:
+    """A dead letter's error: its first non-empty error header, if any."""
+    return next((headers[h] for h in ERROR_HEADERS if headers.get(h)), None)

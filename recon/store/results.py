@@ -241,13 +241,14 @@ class ResultStore:
             frame.loc[gone, "status"] = "abandoned"
         return frame
 
-    def finish_run(self, run_id: str, status: str) -> None:
-        """Record how a run ended."""
+    def finish_run(self, run_id: str, status: str, data_docs: Path | None = None) -> None:
+        """Record how a run ended, and where its Data Docs are (if it built them)."""
+        docs = {"data_docs": str(data_docs)} if data_docs is not None else {}
         with self._begin() as conn:
             conn.execute(
                 t.runs.update()
                 .where(t.runs.c.run_id == run_id)
-                .values(status=status, finished_at=_naive_utc(datetime.now(UTC)))
+                .values(status=status, finished_at=_naive_utc(datetime.now(UTC)), **docs)
             )
 
     def mark_failed(self, run_id: str) -> None:
@@ -338,10 +339,18 @@ class ResultStore:
                         "threshold": e.threshold,
                         "observed": e.observed,
                         "success": e.success,
+                        "name": e.name,
                     }
                     for e in result.expectations
                 ],
             )
+        errors = [
+            {"window_id": window_id, "stage": stage, "error": text, "events": n}
+            for stage, by_error in result.dead_letter_errors.items()
+            for text, n in by_error.items()
+        ]
+        if errors:
+            conn.execute(t.dead_letter_errors.insert(), errors)
         if result.missing is not None and result.missing.num_rows:
             self._save_missing(conn, window_id, result.missing)
         if result.schema_ids:
@@ -605,6 +614,22 @@ class ResultStore:
             sa.select(t.expectation_results)
             .where(e.window_id == window_id)
             .order_by(e.stage, e.column_name)
+        )
+
+    def dead_letter_errors(self, window_id: str) -> pd.DataFrame:
+        """One stored window's dead-lettered events per stage and error, most first."""
+        d = t.dead_letter_errors.c
+        return self._frame(
+            sa.select(d.stage, d.error, d.events)
+            .where(d.window_id == window_id)
+            .order_by(d.stage, d.events.desc(), d.error)
+        )
+
+    def data_docs(self, run_id: str) -> Path | None:
+        """The index page of a run's Great Expectations Data Docs, if it built them."""
+        found = self._frame(sa.select(t.runs.c.data_docs).where(t.runs.c.run_id == run_id))
+        return (
+            Path(found["data_docs"].iloc[0]) if len(found) and found["data_docs"].iloc[0] else None
         )
 
     def history(self, window_id: str) -> pd.DataFrame:

@@ -31,6 +31,7 @@ runs = Table(
     Column("config_digest", Text, nullable=False),
     Column("recon_version", Text, nullable=False),
     Column("heartbeat_at", TS),  # version 6: when it last stored a window
+    Column("data_docs", Text),  # version 8: the index of its GX Data Docs
 )
 
 windows = Table(
@@ -91,6 +92,16 @@ expectation_results = Table(
     Column("threshold", Float, nullable=False),
     Column("observed", Float),
     Column("success", Boolean, nullable=False),
+    Column("name", Text),  # version 8: a user expectation's name
+)
+
+dead_letter_errors = Table(  # version 8
+    "recon_dead_letter_errors",
+    metadata,
+    Column("window_id", String(36), nullable=False),
+    Column("stage", Text, nullable=False),
+    Column("error", Text, nullable=False),
+    Column("events", BigInteger, nullable=False),
 )
 
 window_schema_ids = Table(

@@ -9,10 +9,12 @@ from __future__ import annotations
 import csv
 import hmac
 import io
+import re
 import urllib.parse
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from html import escape
+from pathlib import Path
 from typing import Any, cast
 
 import pandas as pd
@@ -67,6 +69,21 @@ table.metrics td{white-space:nowrap}
 .hbar{display:inline-block;height:.7rem;background:#d62728}
 """
 Response = tuple[str, str, bytes]  # status, content type, body
+CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'"
+# GX's Data Docs pages link their own style sheets, images and fonts; still no script
+# (their content is rendered into the HTML; only filters and toggles need script).
+DOCS_CSP = "default-src 'none'; style-src 'self' 'unsafe-inline'; img-src 'self'; font-src 'self'"
+# The files of a Data Docs site the dashboard serves, by suffix; nothing else.
+DOCS_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".png": "image/png",
+    ".gif": "image/gif",
+    ".ico": "image/x-icon",
+    ".svg": "image/svg+xml",
+    ".otf": "font/otf",
+}
+_RUN_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
 def _page(title: str, body: str, refresh: bool = False) -> Response:
@@ -104,6 +121,7 @@ class Dashboard:
             ("/window/", self.window),
             ("/missing/", self.missing),
             ("/event/", self.event),
+            ("/docs/", self.docs),
         ]
 
     def __call__(
@@ -122,10 +140,7 @@ class Dashboard:
             [
                 ("Content-Type", kind),
                 ("Content-Length", str(len(body))),
-                (
-                    "Content-Security-Policy",
-                    "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'",
-                ),
+                ("Content-Security-Policy", DOCS_CSP if raw.startswith("/docs/") else CSP),
                 ("X-Content-Type-Options", "nosniff"),
             ],
         )
@@ -275,11 +290,17 @@ class Dashboard:
             )
         exp = self.store.expectations(window_id)
         exp_rows = "".join(
-            f"<tr><td>{escape(str(e.stage))}</td><td>{escape(str(e.column_name))}"
-            f" {'&gt;=' if e.column_name == 'events' else '&lt;='} {e.threshold:g}</td>"
+            f"<tr><td>{escape(str(e.stage))}</td><td>{_expectation(e)}</td>"
             f"<td>{_fmt(e.observed)}</td><td>"
             f"{'pass' if e.success else 'FAIL'}</td></tr>"
             for e in exp.itertuples()
+        )
+        docs = self.store.data_docs(str(w["run_id"]))
+        docs_link = (
+            f"<p><a class='data-docs' href='/docs/{escape(str(w['run_id']))}/'>"
+            "Great Expectations Data Docs of this run</a></p>"
+            if docs is not None
+            else ""
         )
         history = self.store.history(window_id)
         hist_rows = "".join(
@@ -301,9 +322,11 @@ class Dashboard:
             + schema_ids_html(uses)
             + _notes_html(self.store.notes(window_id))
             + why_html(self.store.missing(window_id))
-            + f"<h2>Expectations</h2><table><tr><th>stage</th><th>expectation</th>"
-            f"<th>observed</th><th>result</th></tr>{exp_rows}</table>"
-            f"<h2>Run history (restatements)</h2><table><tr><th>computed</th><th>status"
+            + _dead_letters_html(self.store.dead_letter_errors(window_id))
+            + f"<h2>Expectations</h2><table class='expectations'><tr><th>stage</th>"
+            f"<th>expectation</th><th>observed</th><th>result</th></tr>{exp_rows}</table>"
+            + docs_link
+            + f"<h2>Run history (restatements)</h2><table><tr><th>computed</th><th>status"
             f"</th><th>events</th><th></th></tr>{hist_rows}</table>"
         )
         return _page("Window", body, refresh=True)
@@ -405,6 +428,62 @@ class Dashboard:
                     + "</table>"
                 )
         return _page("Event", "".join(body))
+
+    def docs(self, rest: str, query: dict[str, list[str]]) -> Response:
+        """A run's Great Expectations Data Docs: its pages listed, or one file of the site.
+
+        Only files inside the directory the run recorded, of the types GX writes.
+        """
+        run_id, _, inner = rest.partition("/")
+        index = self.store.data_docs(run_id) if _RUN_ID.match(run_id) else None
+        if index is None:
+            return "404 Not Found", "text/plain", b"no Data Docs for this run"
+        root = index.parent.resolve()
+        if not inner:
+            return _docs_listing(run_id, root)
+        target = (root / inner).resolve()
+        kind = DOCS_TYPES.get(target.suffix.lower())
+        if kind is None or not target.is_relative_to(root) or not target.is_file():
+            return "404 Not Found", "text/plain", b"not found"
+        return "200 OK", kind, target.read_bytes()
+
+
+def _docs_listing(run_id: str, root: Path) -> Response:
+    """The run's validation pages (GX's own index lists them only with script)."""
+    pages = sorted(p.relative_to(root).as_posix() for p in (root / "validations").rglob("*.html"))
+    items = "".join(
+        f"<li><a href='/docs/{escape(run_id)}/{escape(urllib.parse.quote(p))}'>"
+        f"{escape(p.removeprefix('validations/'))}</a></li>"
+        for p in pages
+    )
+    body = (
+        f"<p>run {escape(run_id)}: {len(pages)} validation results, built offline in "
+        f"{escape(str(root))}</p><ul class='validations'>{items}</ul>"
+    )
+    return _page("Great Expectations Data Docs", body)
+
+
+def _expectation(e: Any) -> str:
+    """A stored expectation as people read it: a user's by its name, recon's by its limit."""
+    if e.name is not None and not (isinstance(e.name, float) and pd.isna(e.name)):
+        return escape(str(e.name))
+    sign = "&gt;=" if e.column_name == "events" else "&lt;="
+    return f"{escape(str(e.column_name))} {sign} {e.threshold:g}"
+
+
+def _dead_letters_html(errors: pd.DataFrame) -> str:
+    """The window's dead-lettered events per stage and error (every text escaped)."""
+    if errors.empty:
+        return ""
+    rows = "".join(
+        f"<tr><td>{escape(str(r.stage))}</td><td class='error-text'>{escape(str(r.error))}</td>"
+        f"<td>{_fmt(r.events)}</td></tr>"
+        for r in errors.itertuples()
+    )
+    return (
+        "<h2>Dead letters by error</h2><table class='dead-letters'><tr><th>stage</th>"
+        f"<th>error</th><th>events</th></tr>{rows}</table>"
+    )
 
 
 def _notes_html(notes: list[str]) -> str:

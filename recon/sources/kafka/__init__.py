@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import time
 from datetime import timedelta
+from typing import cast
 
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
@@ -100,25 +101,50 @@ def read(cfg: Config, window: Window) -> LedgerRead:
 
 def headers_at(cfg: Config, partition: int, offset: int) -> dict[str, str]:
     """The headers of one message (a dead letter's error), read by partition and offset."""
+    return headers_many(cfg, [(partition, offset)])[(partition, offset)]
+
+
+def headers_many(
+    cfg: Config, positions: list[tuple[int, int]]
+) -> dict[tuple[int, int], dict[str, str]]:
+    """The headers of messages by (partition, offset), all read with one consumer.
+
+    Each partition is read from its first wanted offset to its last: dead letters
+    are few, and one consumer costs far more than the messages between them.
+    """
+    wanted: dict[int, set[int]] = {}
+    for p, o in positions:
+        wanted.setdefault(p, set()).add(o)
+    found: dict[tuple[int, int], dict[str, str]] = {}
+    if not wanted:
+        return found
     consumer = new_consumer(cfg, 1)
     try:
-        consumer.assign([TopicPartition(cfg.topic, partition, offset)])
+        consumer.assign([TopicPartition(cfg.topic, p, min(offs)) for p, offs in wanted.items()])
         deadline = time.monotonic() + cfg.timeout_s
-        while time.monotonic() < deadline:
-            msg = consumer.poll(0.5)
-            if msg is None:
-                continue
-            error = msg.error()
-            if error is not None:
-                if error.code() == KafkaError._PARTITION_EOF:
-                    break
-                raise SourceError(f"{describe(cfg)}: partition {partition}: {error.str()}")
-            return {k: (v or b"").decode("utf-8", "replace") for k, v in message_headers(msg)}
+        while wanted and time.monotonic() < deadline:
+            for msg in consumer.consume(num_messages=1_000, timeout=0.5):
+                # A consumed message (or a partition's end) always has both.
+                error, part, offset = msg.error(), cast(int, msg.partition()), msg.offset() or 0
+                if error is not None and error.code() != KafkaError._PARTITION_EOF:
+                    raise SourceError(f"{describe(cfg)}: partition {part}: {error.str()}")
+                if error is None and offset in wanted.get(part, ()):
+                    found[(part, offset)] = {
+                        k: (v or b"").decode("utf-8", "replace") for k, v in message_headers(msg)
+                    }
+                    wanted[part].discard(offset)
+                # At the end of the log (or past the last wanted offset) a partition is done.
+                if part in wanted and (not wanted[part] or error is not None):
+                    del wanted[part]
     except KafkaException as exc:
         raise SourceError(f"{describe(cfg)}: {exc.args[0]}") from exc
     finally:
         consumer.close()
-    raise SourceError(f"{describe(cfg)}: no message at partition {partition} offset {offset}")
+    lacking = sorted(set(positions) - set(found))
+    if lacking:
+        p, o = lacking[0]
+        raise SourceError(f"{describe(cfg)}: no message at partition {p} offset {o}")
+    return found
 
 
 KIND = Kind(
@@ -129,4 +155,5 @@ KIND = Kind(
     reachable=reachable,
     exact_ranges=True,
     headers_at=headers_at,
+    headers_many=headers_many,
 )
