@@ -142,6 +142,7 @@ def test_nightly_dag_under_the_real_scheduler(pg_url, bootstrap, unique, tmp_pat
     first_try = {
         "announce": [1],
         "gate": [1],
+        "merge": [1],
         "plan_windows": [1],
         "reconcile": [1] * 4,
         "verdict": [1],
@@ -161,6 +162,7 @@ def test_nightly_dag_under_the_real_scheduler(pg_url, bootstrap, unique, tmp_pat
         assert af.task_states(night1) == {
             "announce": ["success"],
             "gate": ["success"],
+            "merge": ["success"],
             "plan_windows": ["success"],
             "reconcile": ["success"] * 4,
             "verdict": ["failed"],
@@ -183,6 +185,7 @@ def test_nightly_dag_under_the_real_scheduler(pg_url, bootstrap, unique, tmp_pat
         assert af.task_states(night2) == {
             "announce": ["success"],
             "gate": ["success"],
+            "merge": ["success"],
             "plan_windows": ["success"],
             "reconcile": ["success"] * 4,
             "verdict": ["success"],

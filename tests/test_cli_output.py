@@ -91,6 +91,7 @@ def test_json_logs_a_line_per_window_and_the_run_ends_with_a_summary(tmp_path: P
 def test_quiet_prints_only_the_summary(tmp_path: Path) -> None:
     config = _pipeline(tmp_path)
     done = _recon("run", "--config", str(config), *RANGE, "--quiet")
+    run_id = done.stdout.splitlines()[2].rsplit("(run ", 1)[1].rstrip(")")
     assert done.returncode == 1
     assert done.stderr == ""
     assert done.stdout.splitlines()[1:] == [
@@ -98,6 +99,7 @@ def test_quiet_prints_only_the_summary(tmp_path: Path) -> None:
         "1 events lost in all",
         f"results: sqlite:///{tmp_path / 'recon-results.sqlite'} "
         + done.stdout.splitlines()[2].split(" ", 2)[2],
+        f"Great Expectations Data Docs: {tmp_path}/data-docs/{run_id}/index.html",
     ]
 
 
