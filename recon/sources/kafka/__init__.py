@@ -123,7 +123,10 @@ def headers_many(
         consumer.assign([TopicPartition(cfg.topic, p, min(offs)) for p, offs in wanted.items()])
         deadline = time.monotonic() + cfg.timeout_s
         while wanted and time.monotonic() < deadline:
-            for msg in consumer.consume(num_messages=1_000, timeout=0.5):
+            # What librdkafka holds, else the next to arrive: a batch consume waits its
+            # whole timeout unless it fills the batch, and dead letters are few.
+            msgs = consumer.consume(num_messages=1_000, timeout=0)
+            for msg in msgs or consumer.consume(num_messages=1, timeout=0.5):
                 # A consumed message (or a partition's end) always has both.
                 error, part, offset = msg.error(), cast(int, msg.partition()), msg.offset() or 0
                 if error is not None and error.code() != KafkaError._PARTITION_EOF:
