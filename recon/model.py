@@ -127,6 +127,11 @@ class Shard:
         return f"shard {self.index + 1} of {self.count}"
 
 
+def kafka_place(topic: str, partition: object, offset: object) -> str:
+    """Where a Kafka record lives, as every report names it: `topic[partition]@offset`."""
+    return f"{topic}[{partition}]@{offset}"
+
+
 @dataclass(frozen=True)
 class BadRecord:
     """A row a reader saw without a usable event ID or time: counted, never dropped."""

@@ -19,7 +19,7 @@ from recon.config import PipelineConfig
 from recon.engine.loss import compute
 from recon.engine.reading import ranges, read_range
 from recon.errors import ConfigError
-from recon.model import LedgerRead, StageInput, Window
+from recon.model import LedgerRead, StageInput, Window, kafka_place
 from recon.sources import kind_of
 from recon.sources.kind import error_text
 from recon.store import ResultStore
@@ -150,7 +150,7 @@ def _schema_ids(read: LedgerRead, rows: pa.Table) -> dict[tuple[int, int], int]:
 def _place(row: dict[str, Any]) -> str:
     if row["partition"] is None:
         return str(row["location"])
-    return f"{row['location']}[{row['partition']}]@{row['offset']}"
+    return kafka_place(row["location"], row["partition"], row["offset"])
 
 
 def explain(cfg: PipelineConfig, event_id: str, window: Window) -> Trace:

@@ -13,7 +13,7 @@ import pyarrow as pa
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from recon.errors import SourceError
-from recon.model import Window
+from recon.model import Window, kafka_place
 from recon.sources.gc_pause import gc_paused
 from recon.sources.kafka.config import Config, describe
 from recon.sources.kafka.ids import picker
@@ -59,10 +59,10 @@ class Disorder:
         """A note for each partition further out of order than the reader allows."""
         limit_ms = cfg.out_of_order.total_seconds() * 1000
         notes = [
-            f"{cfg.topic}[{p}]@{off} is stamped {iso(ms_to_dt(ms))}, inside the range, but "
-            f"stored past the first record stamped out_of_order ({cfg.out_of_order}) after "
-            "its end: it was not read (nor, maybe, others like it), and its event may count "
-            "as lost; raise out_of_order"
+            f"{kafka_place(cfg.topic, p, off)} is stamped {iso(ms_to_dt(ms))}, inside the "
+            "range, but stored past the first record stamped out_of_order "
+            f"({cfg.out_of_order}) after its end: it was not read (nor, maybe, others like "
+            "it), and its event may count as lost; raise out_of_order"
             for p, (off, ms) in sorted(self.unread.items())
         ]
         notes += [

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from confluent_kafka import Message
 
-from recon.model import SCHEMA_ID_ROWS, BadRecord, SchemaIds
+from recon.model import SCHEMA_ID_ROWS, BadRecord, SchemaIds, kafka_place
 from recon.sources import registry
 from recon.sources.base import ledger_table
 from recon.sources.kafka.config import Config
@@ -61,13 +61,21 @@ def without_nul(
         return table, bad
     what = "key" if cfg.id == "key" else cfg.id
     rows = table.filter(nul)
-    named = [
-        BadRecord(f"{cfg.topic}[{p}]@{o}", f"{what} holds a NUL", time=t)
-        for p, o, t in zip(
-            *(rows[c].to_pylist() for c in ("partition", "offset", "stage_time")), strict=True
+    reasons = pa.array([f"{what} holds a NUL"] * rows.num_rows, pa.string())
+    named = _bad_records(cfg, rows["partition"], rows["offset"], reasons, rows["stage_time"])
+    return table.filter(pc.invert(nul)), bad + named
+
+
+def _bad_records(
+    cfg: Config, partition: Any, offset: Any, reason: Any, time: Any
+) -> list[BadRecord]:
+    """A BadRecord per record (equal-length columns), named by where it lives."""
+    return [
+        BadRecord(kafka_place(cfg.topic, p, o), r, time=t)
+        for p, o, r, t in zip(
+            *(c.to_pylist() for c in (partition, offset, reason, time)), strict=True
         )
     ]
-    return table.filter(pc.invert(nul)), bad + named
 
 
 def _checked_ids(
@@ -81,12 +89,14 @@ def _checked_ids(
     bad_mask = pc.is_null(ids)
     if not pc.any(bad_mask).as_py():
         return raw, ids, []
-    rows = raw.select(["partition", "offset"]).append_column("reason", reasons)
-    rows = rows.append_column("t", timestamps(raw["ts_ms"])).filter(bad_mask)
-    bad = [
-        BadRecord(f"{cfg.topic}[{p}]@{o}", r, time=t)
-        for p, o, r, t in zip(*(rows[c].to_pylist() for c in rows.column_names), strict=True)
-    ]
+    rows = raw.filter(bad_mask)
+    bad = _bad_records(
+        cfg,
+        rows["partition"],
+        rows["offset"],
+        reasons.filter(bad_mask),
+        timestamps(rows["ts_ms"]),
+    )
     keep = pc.invert(bad_mask)
     return raw.filter(keep), ids.filter(keep), bad
 
@@ -118,12 +128,13 @@ def avro_ids(cfg: Config, raw: pa.Table) -> tuple[pa.Table, list[BadRecord], Sch
     if not pc.any(bad_mask).as_py():
         table = ledger_table(decoded.ids, times, cfg.topic, raw["partition"], raw["offset"])
         return table, [], schema_ids
-    rows = raw.select(["partition", "offset"]).append_column("reason", decoded.reason)
-    rows = rows.append_column("t", stamps).filter(bad_mask)
-    bad = [
-        BadRecord(f"{cfg.topic}[{p}]@{o}", r, time=t)
-        for p, o, r, t in zip(*(rows[c].to_pylist() for c in rows.column_names), strict=True)
-    ]
+    bad = _bad_records(
+        cfg,
+        raw["partition"].filter(bad_mask),
+        raw["offset"].filter(bad_mask),
+        decoded.reason.filter(bad_mask),
+        stamps.filter(bad_mask),
+    )
     keep = pc.invert(bad_mask)
     kept = raw.filter(keep)
     table = ledger_table(
