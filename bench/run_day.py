@@ -15,6 +15,11 @@ servers, an hour at a time (not timed): receipts table in PostgreSQL, a
    skilled engineer would (ADBC + pyarrow + DuckDB, `skilled.py`) and in pandas
    (`by_hand.py`), and `recon run` on the same two-stage pipeline storing its
    results, all three checked against the truth.
+
+With `--avro` the topic's values are Avro in Confluent wire format (day.PAYMENT,
+registered in the schema registry at $RECON_SCHEMA_REGISTRY), keyed by account:
+recon reads the IDs with `id: value:payment.id`, and the floor decodes them
+from the values (floor.payment_ids). The day gets its own names (bench_N_avro).
 """
 
 from __future__ import annotations
@@ -42,13 +47,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import by_hand
 import floor
 import skilled
-from day import DAY, GRACE, HOURS, DayTruth, plant_day
+from day import AVRO_ID, DAY, GRACE, HOURS, DayTruth, plant_day
 
 from recon.model import COUNTERS
 from recon.simulate.plant import Targets, pipeline_config
 
 PG_URL = os.environ.get("RECON_PG_URL", "postgresql+psycopg://recon@127.0.0.1:5432/recon")
 BOOTSTRAP = os.environ.get("RECON_KAFKA", "127.0.0.1:9092")
+REGISTRY = os.environ.get("RECON_SCHEMA_REGISTRY", "http://127.0.0.1:8081/apis/ccompat/v7")
 END = DAY + timedelta(hours=HOURS)
 
 
@@ -165,18 +171,20 @@ def check_truth(windows: list[dict], truth: DayTruth, stages: set[str] | None = 
                 sys.exit(f"WRONG window {w} ({got['start']}) {name}: {actual} != {expected}")
 
 
-def measure_floor(t: Targets, truth: DayTruth) -> dict[str, float]:
+def measure_floor(t: Targets, truth: DayTruth, avro: bool) -> dict[str, float]:
     """Seconds per source for the plain reads; the counts must be the planted rows.
 
     Each read covers everything planted for the day (an hour either side holds
     the few rows stamped after midnight), slightly less than recon reads.
     """
     lo, hi = DAY - timedelta(hours=1), END + timedelta(hours=1)
+    # With Avro values the key is the account: the IDs must be decoded from the values.
+    pick, decode = (floor.Message.value, floor.payment_ids) if avro else (floor.Message.key, None)
     reads = {
         "receipts (ADBC)": lambda: floor.receipts_adbc(t.pg_url, t.receipts_table, lo, hi),
         "receipts (COPY csv)": lambda: floor.receipts_copy(t.pg_url, t.receipts_table, lo, hi),
         "lake": lambda: floor.lake(t.lake_path, lo, hi),
-        "kafka": lambda: floor.topic(t.bootstrap, t.topic, lo, hi, floor.Message.key),
+        "kafka": lambda: floor.topic(t.bootstrap, t.topic, lo, hi, pick, decode),
         "dead letters": lambda: floor.topic(
             t.bootstrap, t.dead_letter_topic, lo, hi, floor.dead_letter_id
         ),
@@ -264,21 +272,29 @@ def main() -> int:
         help="results store of the timed run (default: a fresh PostgreSQL database, recon_bench)",
     )
     parser.add_argument("--reuse", type=Path, help="a previous run's directory: do not re-plant")
+    parser.add_argument(
+        "--avro", action="store_true", help="Avro values keyed by account (reuse: planted so)"
+    )
     args = parser.parse_args()
 
     work = args.reuse or Path(tempfile.mkdtemp(prefix="recon-bench-"))
-    t = Targets(PG_URL, BOOTSTRAP, work / "lake", f"bench_{args.events}")
+    name = f"bench_{args.events}" + ("_avro" if args.avro else "")
+    t = Targets(PG_URL, BOOTSTRAP, work / "lake", name)
     if args.reuse:
         truth = DayTruth(**json.loads((work / "truth.json").read_text()))
     else:
         print(f"planting {args.events:,} events into {t.name} ({work}) ...", flush=True)
         started = time.perf_counter()
-        truth = plant_day(args.events, t)
+        truth = plant_day(args.events, t, REGISTRY if args.avro else None)
         print(f"planted {truth.ledger_rows} in {time.perf_counter() - started:.0f} s", flush=True)
         (work / "truth.json").write_text(json.dumps(dataclasses.asdict(truth)))
     config = work / "pipeline.yaml"
     results = args.results or fresh_database(PG_URL, "recon_bench")
-    config.write_text(yaml.safe_dump(pipeline_config(t, results=results)))
+    cfg = pipeline_config(t, results=results)
+    if args.avro:
+        kafka = next(stage for stage in cfg["stages"] if stage["name"] == "kafka")
+        kafka.update(id=AVRO_ID, schema_registry={"url": REGISTRY})
+    config.write_text(yaml.safe_dump(cfg))
 
     full = run_recon(config, args.jobs, work, [])
     check_truth(full["windows"], truth)
@@ -290,11 +306,17 @@ def main() -> int:
     )
     for phase, seconds in full["timings"]["phases"].items():
         print(f"  phase {phase:24s} {seconds:8.2f} s")
-    result = {"events": args.events, "jobs": args.jobs, "truth": truth, "full": full}
+    result = {
+        "events": args.events,
+        "jobs": args.jobs,
+        "avro": args.avro,
+        "truth": truth,
+        "full": full,
+    }
     result["check_s"] = time_check(config)
     print(f"recon check (counts only, 24 h): {result['check_s']:.2f} s wall")
     if not args.no_floor:
-        seconds = measure_floor(t, truth)
+        seconds = measure_floor(t, truth, args.avro)
         receipts = min(seconds.pop("receipts (ADBC)"), seconds.pop("receipts (COPY csv)"))
         result["floor"] = {"receipts": receipts, **seconds}
         total = sum(result["floor"].values())
@@ -316,7 +338,8 @@ def main() -> int:
 def record(path: Path, r: dict, argv: str) -> None:
     """Replace (or add) this size's section of the results file."""
     full, truth = r["full"], r["truth"]
-    heading = f"## {r['events']:,} events/day, --jobs {r['jobs']}"
+    values = ", Avro values" if r["avro"] else ""
+    heading = f"## {r['events']:,} events/day{values}, --jobs {r['jobs']}"
     lines = [
         heading,
         "",
@@ -329,6 +352,16 @@ def record(path: Path, r: dict, argv: str) -> None:
         f"Planted rows: {', '.join(f'{k} {v:,}' for k, v in truth.ledger_rows.items())}; "
         f"{truth.events:,} cohort events. All {HOURS} windows equal the simulator's truth.",
         "",
+    ]
+    if r["avro"]:
+        lines += [
+            "Kafka values are Avro in Confluent wire format (`bench/day.py` PAYMENT, ~45 bytes, "
+            "the ID in a nested record after a string field), keyed by account; recon reads "
+            f"`id: {AVRO_ID}` through the schema registry. The floor's Kafka read decodes "
+            "`payment.id` from each value with numpy, knowing the layout (`floor.payment_ids`).",
+            "",
+        ]
+    lines += [
         "| measure | value |",
         "| --- | --- |",
         f"| `recon run` wall | {full['wall_s']:.1f} s |",
