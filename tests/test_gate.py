@@ -238,3 +238,101 @@ def test_a_config_built_in_code_writes_no_suite(tmp_path: Path, monkeypatch) -> 
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(Exception, match="names no directory"):
         ensure_suite(cfg, write=True)
+
+
+def _suite_dir(tmp_path: Path, user: list[dict]) -> object:
+    """A config with a suite directory holding recon's expectations and `user`'s."""
+    cfg = parse_config(
+        {
+            "pipeline": "user-suite",
+            "thresholds": {"loss_rate": 1},
+            "expectations": str(tmp_path / "expectations"),
+            "stages": [
+                {"name": "webhook", "source": "sql", "url": "postgresql+psycopg://x@h/d",
+                 "table": "t", "id": "i", "time": "t"},
+                {"name": "lake", "source": "parquet", "path": "/nonexistent", "id": "i",
+                 "time": "t"},
+            ],
+        }
+    )  # fmt: skip
+    suite = ensure_suite(cfg)
+    path = suite_path(cfg)
+    assert path is not None
+    path.write_text(json.dumps({**suite, "expectations": [*suite["expectations"], *user]}))
+    return cfg
+
+
+def test_mostly_is_a_share_of_each_windows_rows(tmp_path: Path) -> None:
+    """`late` at most 0 for `mostly` 0.3 of the rows: window 1 has late events at 2 of its 3
+    rows (lake, end to end; webhook 0): 1/3 >= 0.3 passes, as GX says; window 2 has them
+    at all 3: 0/3 fails, at each of its 3 rows."""
+    mostly = {"type": "expect_column_values_to_be_between",
+              "kwargs": {"column": "late", "max_value": 0, "mostly": 0.3}}  # fmt: skip
+    cfg = _suite_dir(tmp_path, [mostly])
+    gate = Gate(cfg, ensure_suite(cfg), "00000000-0000-0000-0000-000000000002")
+    one, two = (Window(START + timedelta(hours=h), START + timedelta(hours=h + 1)) for h in (0, 1))
+
+    def window(w: Window, late_at_origin: int) -> Computed:
+        stages = [StageMetrics("webhook", upstream=10, arrived=10, late=late_at_origin),
+                  StageMetrics("lake", upstream=10, arrived=10, late=5)]  # fmt: skip
+        return Computed("user-suite", w, 10, stages, StageMetrics("end_to_end", 10, 10, late=5))
+
+    outcomes = gate([window(one, 0), window(two, 1)])
+    mine = {w: [o for o in outcomes[w] if o.column == "late"] for w in (one, two)}
+    assert [o.success for o in mine[one]] == [True]
+    assert sorted((o.stage, o.observed, o.success) for o in mine[two]) == [
+        ("end_to_end", 5.0, False),
+        ("lake", 5.0, False),
+        ("webhook", 1.0, False),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("user", "message"),
+    [
+        ({"type": "expect_column_values_to_be_betwen", "kwargs": {"column": "lost"}},
+         "Great Expectations has no type 'expect_column_values_to_be_betwen'"),
+        (_at_most("latency_p99_ms", 1, "kafak"), "no stage 'kafak' in this pipeline"),
+    ],
+    ids=["misspelled type", "a stage the pipeline does not have"],
+)  # fmt: skip
+def test_a_user_expectation_that_cannot_judge_anything_is_a_config_error(
+    tmp_path: Path, user: dict, message: str
+) -> None:
+    """GX drops a type it does not know with a log line, and a row condition on a stage the
+    pipeline lacks never matches: both would pass forever. Both stop the run (exit 2)."""
+    from recon.errors import ConfigError
+
+    cfg = _suite_dir(tmp_path, [user])
+    with pytest.raises(ConfigError, match=message):
+        ensure_suite(cfg)
+
+
+def test_an_error_header_with_a_nul_is_stored_by_postgresql(pg_store: str) -> None:
+    """A producer's error header holding U+0000 (PostgreSQL's text refuses it): counted under
+    the text with U+FFFD in its place, and the window is stored, not failed forever."""
+    from recon.sources.kind import error_text
+
+    text = error_text({"x-error": "Bad\x00frame"})
+    assert text == "Bad\ufffdframe"
+    window = Window(START, START + timedelta(hours=1))
+    stages = [StageMetrics("webhook", upstream=1, arrived=1),
+              StageMetrics("lake", upstream=1, arrived=0, dead_lettered=1)]  # fmt: skip
+    from recon.model import Status, WindowResult
+
+    result = WindowResult(
+        "nul-error",
+        window,
+        Status.BREACH,
+        events=1,
+        stages=stages,
+        end_to_end=StageMetrics("end_to_end", upstream=1, arrived=0, dead_lettered=1),
+        notes=[f"lake: 1 dead-lettered by error: 1 {text!r}"],
+        dead_letter_errors={"lake": {text: 1}},
+    )
+    store = ResultStore(pg_store)
+    store.upgrade()
+    result.run_id = store.start_run("nul-error", window.start, window.end, "digest")
+    store.save_window(result, {})
+    stored = store.dead_letter_errors(store.windows("nul-error")["window_id"].iloc[0])
+    assert stored.to_dict("records") == [{"stage": "lake", "error": "Bad\ufffdframe", "events": 1}]

@@ -157,7 +157,7 @@ def ensure_suite(cfg: PipelineConfig, write: bool = False) -> dict[str, Any]:
     stored = _read(path) if path.exists() else None
     user = [e for e in stored["expectations"] if not is_generated(e)] if stored else []
     if user:
-        _check_user(path, user)
+        _check_user(path, user, {*(s.name for s in cfg.stages), END_TO_END})
     generated = [e for e in stored["expectations"] if is_generated(e)] if stored else []
     # A suite of the user's expectations only gets recon's added; one whose own differ
     # from the config's (edited, or some removed) stops the run.
@@ -204,14 +204,29 @@ def _shaped(e: Any) -> bool:
     )
 
 
-def _check_user(path: Path, user: list[dict[str, Any]]) -> None:
-    """GX itself refuses an expectation it does not know, or arguments it cannot take."""
+def _check_user(path: Path, user: list[dict[str, Any]], stages: set[str]) -> None:
+    """Each user expectation is one GX knows, with arguments it takes, about a real stage.
+
+    GX refuses bad arguments, but drops an expectation whose type it does not
+    know with a log line only; and a row condition on a stage the pipeline does
+    not have would pass forever.
+    """
     gx, _ = _gx()
     for e in user:
         try:
-            gx.ExpectationSuite(name="check", expectations=[_gx_json(e)])
-        except gx.exceptions.InvalidExpectationConfigurationError as exc:
+            built = gx.ExpectationSuite(name="check", expectations=[_gx_json(e)]).expectations
+        except (gx.exceptions.InvalidExpectationConfigurationError, ValueError, TypeError) as exc:
             raise ConfigError(f"{path}: expectation {name_of(e)}: {exc}") from None
+        if len(built) != 1:
+            raise ConfigError(
+                f"{path}: expectation {name_of(e)}: Great Expectations has no type {e['type']!r}"
+            )
+        stage = _stage_of(e)
+        if stage != ALL_STAGES and stage not in stages:
+            raise ConfigError(
+                f"{path}: expectation {name_of(e)}: no stage {stage!r} in this pipeline "
+                f"(stages: {', '.join(sorted(stages))})"
+            )
 
 
 def name_of(e: dict[str, Any]) -> str:
@@ -286,6 +301,7 @@ class Gate:
     def __init__(self, cfg: PipelineConfig, suite: dict[str, Any], run_id: str) -> None:
         self.cfg, self.suite, self.run_id = cfg, suite, run_id
         self.parts: tuple[_Part | None, _Part | None] | None = None
+        self.maps: set[int] = set()  # id() of the suite's entries that judge rows
         self.validated: list[Any] = []  # GX's ValidationResultIdentifiers, for the docs
 
     def __call__(self, computed: list[Computed]) -> dict[Window, list[ExpectationOutcome]]:
@@ -302,8 +318,13 @@ class Gate:
                     outcomes[by_start[str(start)]] += _row_outcomes(exp, window_rows, res.result)
         if tables is not None:
             for start, window_rows in frame.groupby("window", sort=False):
-                for exp, res in self._run(tables, window_rows.reset_index(drop=True)):
-                    outcomes[by_start[str(start)]].append(_table_outcome(exp, res))
+                mine = window_rows.reset_index(drop=True)
+                for exp, res in self._run(tables, mine):
+                    if id(exp) in self.maps:  # judges rows, `mostly` of them: GX decides
+                        failed = {} if res.success else res.result
+                        outcomes[by_start[str(start)]] += _row_outcomes(exp, mine, failed)
+                    else:
+                        outcomes[by_start[str(start)]].append(_table_outcome(exp, res))
         return outcomes
 
     def _parts(self) -> tuple[_Part | None, _Part | None]:
@@ -313,9 +334,16 @@ class Gate:
                 name="kinds", expectations=[_gx_json(e) for e in self.suite["expectations"]]
             ).expectations  # in the order given
             judged = list(zip(self.suite["expectations"], map(is_map, built), strict=True))
+            self.maps = {id(e) for e, m in judged if m}
+            # `mostly` is a share of a window's rows: such an expectation is validated
+            # per window, like those that judge a whole table.
+            batch = [e for e, m in judged if m and not _mostly(e)]
             self.parts = (
-                self._part("rows", [e for e, m in judged if m]),
-                self._part("per_window", [e for e, m in judged if not m]),
+                self._part("rows", batch),
+                self._part(
+                    "per_window",
+                    [e for e in self.suite["expectations"] if id(e) not in {id(b) for b in batch}],
+                ),
             )
         return self.parts
 
@@ -470,6 +498,12 @@ def _table_outcome(exp: dict[str, Any], res: Any) -> ExpectationOutcome:
         bool(res.success),
         name_of(exp),
     )
+
+
+def _mostly(exp: dict[str, Any]) -> bool:
+    """Whether an expectation passes with only `mostly` of its rows passing."""
+    mostly = exp["kwargs"].get("mostly")
+    return mostly is not None and mostly != 1
 
 
 def _stage_of(exp: dict[str, Any]) -> str:

@@ -50,5 +50,10 @@ ERROR_HEADERS = ("error", "x-error", "exception")
 
 
 def error_text(headers: dict[str, str]) -> str | None:
-    """A dead letter's error: its first non-empty error header, if any."""
-    return next((headers[h] for h in ERROR_HEADERS if headers.get(h)), None)
+    """A dead letter's error: its first non-empty error header, if any.
+
+    A NUL becomes U+FFFD: PostgreSQL's text refuses it, and a stored window must
+    never depend on what a producer put in a header.
+    """
+    text = next((headers[h] for h in ERROR_HEADERS if headers.get(h)), None)
+    return None if text is None else text.replace("\x00", "\ufffd")
