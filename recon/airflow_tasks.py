@@ -294,8 +294,9 @@ def merge_shards(
     """Every sharded window merged from its shards' partials, gated and stored as one window.
 
     Other tasks' results pass through unchanged, before the merged windows. A
-    window's partials are deleted once it is stored (a failed store keeps them
-    for the retry).
+    stored window leaves a marker with its result beside its partials, so a
+    retried merge (a later window's store failed) skips it instead of merging
+    partials it has deleted; the windows' directories go once all are stored.
     """
     whole = [r for r in results if "partial" not in r]
     groups: dict[tuple[str, str, str, str], list[dict[str, Any]]] = {}
@@ -303,22 +304,44 @@ def merge_shards(
         if "partial" in r:
             groups.setdefault((r["config"], r["start"], r["end"], r["partials"]), []).append(r)
     merged = []
+    done = []
     for (path, start, end, _), entries in sorted(groups.items()):
+        where = Path(entries[0]["partial"]).parent  # the window's directory
+        marker = where / _STORED
+        if marker.exists():
+            merged.append(json.loads(marker.read_text()))
+            done.append(where)
+            continue
         cfg = load(path, overrides)
-        result = shards.merge(cfg, [shards.load(e["partial"]) for e in entries])
+        try:
+            partials = [shards.load(e["partial"]) for e in entries]
+        except OSError as exc:
+            raise ReconError(f"{cfg.pipeline} [{start}, {end}): a shard's partial: {exc}") from exc
         report = finish_computed(
             cfg,
             parse_instant(start),
             parse_instant(end),
-            [result],
+            [shards.merge(cfg, partials)],
             _store(cfg, path),
             parse_instant(entries[0]["now"]),
             keep_missing=False,
         )
-        shutil.rmtree(Path(entries[0]["partial"]).parent)  # the window's directory
-        windows = [w.as_dict() for w in report.windows]
-        merged.append({"config": path, "windows": windows, "run_id": report.run_id})
+        entry = {
+            "config": path,
+            "windows": [w.as_dict() for w in report.windows],
+            "run_id": report.run_id,
+        }
+        tmp = where / f".{_STORED}.tmp"
+        tmp.write_text(json.dumps(entry))
+        tmp.replace(marker)
+        merged.append(entry)
+        done.append(where)
+    for where in done:
+        shutil.rmtree(where)
     return whole + merged
+
+
+_STORED = "stored.json"  # a merged window's result, once stored
 
 
 def _breached(entry: dict[str, Any], pipeline: str) -> list[str]:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeAlias, Union
 
 import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from recon.alerts.channels import Route
 from recon.errors import ConfigError
@@ -95,6 +95,8 @@ class AlertsConfig(Strict):
     routes: list[Route] = Field(default_factory=list)
 
 
+_UNITS = {"KB": 1e3, "MB": 1e6, "GB": 1e9, "TB": 1e12, "KiB": 2**10, "MiB": 2**20,
+          "GiB": 2**30, "TiB": 2**40}  # fmt: skip
 _MEMORY = r"^\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)$"  # DuckDB's memory_limit units
 DEFAULT_SQLITE = "recon-results.sqlite"  # the results store when the config names none
 
@@ -110,11 +112,20 @@ class ResourcesConfig(Strict):
     """What one run may use: rows a read may hold, DuckDB's memory before it spills to disk."""
 
     # Consecutive windows are read together while a source's read stays under it.
-    max_rows_per_read: int = Field(default=2_000_000, gt=0)
+    max_rows_per_read: int = Field(default=2_000_000, gt=0, strict=True)
     # DuckDB's memory_limit for computing windows, and for a window over the read
     # budget (its ledgers already hold most of the process's memory).
     duckdb_memory: str = Field(default="800MB", pattern=_MEMORY)
     duckdb_memory_big_window: str = Field(default="300MB", pattern=_MEMORY)
+
+    @field_validator("duckdb_memory", "duckdb_memory_big_window")
+    @classmethod
+    def _enough(cls, value: str) -> str:
+        """Below ~64 MB DuckDB fails on its own bookkeeping instead of spilling."""
+        number, unit = re.fullmatch(r"(\d+(?:\.\d+)?)\s*(\w+)", value).groups()  # type: ignore[union-attr]
+        if float(number) * _UNITS[unit] < 64 * 10**6:
+            raise ValueError(f"{value} is too little for DuckDB: give at least 64MB")
+        return value
 
 
 class ShardsConfig(Strict):
@@ -126,9 +137,17 @@ class ShardsConfig(Strict):
     as one window.
     """
 
-    above_events: int = Field(ge=0)
-    count: int = Field(ge=2, le=1024)
-    directory: str = "recon-shards"
+    above_events: int = Field(ge=0, strict=True)
+    count: int = Field(ge=2, le=1024, strict=True)
+    # A local (or mounted) directory: partials are files every worker opens by path.
+    directory: str = Field(default="recon-shards", min_length=1)
+
+    @field_validator("directory")
+    @classmethod
+    def _local(cls, value: str) -> str:
+        if "://" in value:
+            raise ValueError(f"{value} is a URL: give a directory every worker mounts")
+        return value
 
 
 class PipelineConfig(Strict):
@@ -294,7 +313,7 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
     shards = data.get("shards")
     if isinstance(shards, dict):
         directory = shards.get("directory", "recon-shards")
-        if isinstance(directory, str) and "://" not in directory:
+        if isinstance(directory, str) and directory and "://" not in directory:
             shards["directory"] = str(base / directory)
     for key, default in (("expectations", "expectations"), ("data_docs", "data-docs")):
         value = data.get(key)

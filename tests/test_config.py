@@ -96,6 +96,26 @@ BAD = [
     ),
     ("bad kafka id", lambda d: d["stages"][1].update(id="value"), "stages.1.kafka.id"),
     ("a stage named end_to_end", lambda d: d["stages"][2].update(name="end_to_end"), "reserved"),
+    (
+        "too little memory for DuckDB",
+        lambda d: d.update(resources={"duckdb_memory": "10MB"}),
+        "resources.duckdb_memory: Value error, 10MB is too little for DuckDB",
+    ),
+    (
+        "a read budget that is no integer",
+        lambda d: d.update(resources={"max_rows_per_read": "10"}),
+        "resources.max_rows_per_read",
+    ),
+    (
+        "shards written to a URL",
+        lambda d: d.update(shards={"above_events": 1, "count": 2, "directory": "s3://b/x"}),
+        "shards.directory",
+    ),
+    (
+        "shards written nowhere",
+        lambda d: d.update(shards={"above_events": 1, "count": 2, "directory": ""}),
+        "shards.directory",
+    ),
 ]
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from datetime import timedelta
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -285,3 +286,66 @@ def test_compute_many_keeps_sorted_latencies_only_when_asked() -> None:
     assert plain.latencies_us is None
     assert [len(x) for x in kept.latencies_us] == [61, 48]
     assert all((np.diff(x) >= 0).all() for x in kept.latencies_us)
+
+
+def test_a_retried_merge_stores_each_window_once(tmp_path) -> None:
+    """The DAG's merge task retried: PLANTED's window 10:00 and the hour after it (whose
+    cohort is empty: PLANTED's receipts are all before 11:00), 2 shards each. The first
+    merge stores 10:00, then finds a partial of 11:00 missing (shared storage lost it): an
+    error naming it, 10:00 stored. With the file back, the retry stores 11:00 and passes
+    10:00's stored result on without merging it again: one stored result per window (61 and
+    0 events, as unsharded), and the windows' directories gone."""
+    import yaml
+
+    from recon.airflow_tasks import merge_shards
+    from recon.errors import ReconError
+    from recon.model import Window
+    from recon.store import ResultStore
+
+    config = tmp_path / "pipeline.yaml"
+    stage = {"source": "files", "path": "x"}
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "pipeline": "p",
+                "results": "results.sqlite",
+                "stages": [{"name": n, **stage} for n in ("webhook", "kafka", "lake")],
+                "dead_letters": [{"name": "dlq", "stage": "lake", **stage}],
+            }
+        )
+    )
+    cfg = _config()
+    windows = [W, Window(W.end, W.end + timedelta(hours=1))]
+    root = str(tmp_path / "partials")
+    entries = []
+    for w in windows:
+        for k in range(2):
+            shard = Shard(k, 2)
+            mine = [
+                StageInput(s.name, keep(s.ledger, shard), [keep(d, shard) for d in s.dead_letters])
+                for s in _fixture()
+            ]
+            saved = shards.save(
+                shards.partial(cfg, w, shard, mine, NOW), shards.partial_dir(root, "p", w, shard)
+            )
+            entries.append(
+                {
+                    "config": str(config),
+                    "start": w.start.isoformat(),
+                    "end": w.end.isoformat(),
+                    "partials": root,
+                    "partial": saved,
+                    "now": NOW.isoformat(),
+                }
+            )
+    hidden = Path(entries[-1]["partial"]) / "partial.json"
+    kept = hidden.read_text()
+    hidden.unlink()
+    with pytest.raises(ReconError, match="a shard's partial"):
+        merge_shards(entries)
+    hidden.write_text(kept)
+    merged = merge_shards(entries)
+    assert [m["windows"][0]["events"] for m in merged] == [61, 0]
+    store = ResultStore(f"sqlite:///{tmp_path / 'results.sqlite'}")
+    assert list(store.windows("p", latest=False)["events"]) == [61, 0]  # each stored once
+    assert not list((tmp_path / "partials").glob("*/*/*"))

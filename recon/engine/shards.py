@@ -170,6 +170,11 @@ def merge(cfg: PipelineConfig, partials: list[Partial]) -> Computed:
             mine = by_error.setdefault(stage, {})
             for error, n in errors.items():
                 mine[error] = mine.get(error, 0) + n
+    # Most first, then by text: the order the unsharded window lists them in.
+    by_error = {
+        stage: dict(sorted(errors.items(), key=lambda kv: (-kv[1], kv[0])))
+        for stage, errors in by_error.items()
+    }
     notes = [
         *shard0.read_notes,
         *clock_notes(stages[1:], early, cfg.window.skew),
