@@ -5,6 +5,7 @@ Every other module speaks these types; nothing here does I/O.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -384,6 +385,8 @@ class WindowResult:
             "error": self.error,
             "notes": list(self.notes),
             "schema_ids": [u.as_dict() for u in self.schema_ids],
+            "expectations": [dataclasses.asdict(e) for e in self.expectations],
+            "dead_letter_errors": {s: dict(e) for s, e in self.dead_letter_errors.items()},
         }
 
 

@@ -110,6 +110,11 @@ def run_summary(windows: list[WindowResult], wall_s: float, where: list[str]) ->
         )
     else:
         lines.append("no event lost")
+    failed = [(w, e) for w in windows for e in w.expectations if e.name and not e.success]
+    if failed:  # a user's expectation can breach a window that lost nothing
+        w, e = failed[0]
+        more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
+        lines.append(f"failed: {e.name} at {e.stage} in {w.window}{more}")
     lines += [f"cause: {w.window}: {text}" for w, text in causes(windows)]
     errors = [w for w in windows if w.error is not None]
     if errors:
