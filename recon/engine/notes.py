@@ -66,8 +66,8 @@ def verdict_notes(
         if e.success:
             continue
         if e.name is not None:
-            seen = f"observed {e.observed:g}" if e.observed is not None else "failed"
-            notes.append(f"{e.stage}: expectation {e.name!r} failed: {seen}")
+            seen = f": observed {e.observed:g}" if e.observed is not None else ""
+            notes.append(f"{e.stage}: expectation {e.name!r} failed{seen}")
         elif e.observed is None:
             continue
         elif e.column == "events":
