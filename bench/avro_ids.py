@@ -6,7 +6,7 @@
 2. fastavro's compiled reader per message with the ID field only (a reader
    schema projecting the writer's record to the field path: fastavro then
    skips the other fields instead of building them);
-3. recon.sources.registry.decode: columnar, every value of a schema walked at
+3. recon.sources.kafka.avro.decode: columnar, every value of a schema walked at
    once with numpy (what the kafka source uses).
 
 Each checks its IDs against the others. The values are a payment event of a
@@ -25,7 +25,7 @@ import uuid
 import fastavro
 import pyarrow as pa
 
-from recon.sources.registry import Schema, decode
+from recon.sources.kafka.avro import Schema, decode
 
 WRITER = {
     "type": "record",

@@ -20,7 +20,7 @@ from urllib.parse import quote
 import yaml
 
 from recon.alerts.channels import AlertDeliveryError
-from recon.alerts.state import publish_and_notify
+from recon.alerts.dispatch import publish_and_notify
 from recon.config import PipelineConfig, parse_config
 from recon.engine import shards
 from recon.engine.early_warning import check, last_hours
@@ -28,7 +28,7 @@ from recon.engine.heap import tune_process
 from recon.engine.reading import count_origin
 from recon.engine.runner import finish_computed, run
 from recon.errors import ConfigError, ReconError
-from recon.model import Shard, Window
+from recon.model import Shard, Status, Window
 from recon.store import ResultStore, store_url
 from recon.timeutil import iso, parse_instant
 
@@ -189,7 +189,7 @@ def plan(
         if not older.empty:
             since = start - timedelta(days=RESTATE_DAYS)
             stale = older[
-                (older["status"] == "incomplete")
+                (older["status"] == Status.INCOMPLETE)
                 & (older["window_start"] >= since)
                 & (older["window_end"] <= start)
             ]
@@ -269,7 +269,7 @@ def reconcile_item(item: dict[str, str], overrides: str | None = None) -> dict[s
         keep_missing=False,
     )
     for window in report.windows:
-        if window.status == "error":
+        if window.status == Status.ERROR:
             raise ReconError(f"{cfg.pipeline} {window.window}: {window.error}")
     return {
         "config": item["config"],
@@ -346,7 +346,9 @@ _STORED = "stored.json"  # a merged window's result, once stored
 
 def _breached(entry: dict[str, Any], pipeline: str) -> list[str]:
     windows = entry["windows"]
-    return [f"{pipeline} [{w['start']}, {w['end']})" for w in windows if w["status"] == "breach"]
+    return [
+        f"{pipeline} [{w['start']}, {w['end']})" for w in windows if w["status"] == Status.BREACH
+    ]
 
 
 def gate(

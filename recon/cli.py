@@ -269,7 +269,7 @@ def after_run(
     Both are attempted whatever the other did (a metrics outage must not suppress a
     page); a failure of either raises once both were tried.
     """
-    from recon.alerts.state import publish_and_notify
+    from recon.alerts.dispatch import publish_and_notify
 
     sent = publish_and_notify(cfg, store, now or datetime.now(UTC), report.run_id)
     for notice in sent:

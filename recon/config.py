@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
+import urllib.parse
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeAlias, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias, Union
 
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from recon.alerts.channels import Route
 from recon.errors import ConfigError
 from recon.model import END_TO_END, Window
 from recon.sources import REGISTRY
 from recon.sources.base import Duration, SourceConfig, Strict, Thresholds
+from recon.sources.kind import Kind
 from recon.timeutil import as_utc, iso
 
 
@@ -86,6 +88,40 @@ class WindowConfig(Strict):
             if getattr(self, name) < timedelta(0):
                 raise ValueError(f"{name} must not be negative")
         return self
+
+
+def safe_url(url: str) -> str:
+    """Scheme and host only: webhook paths and queries carry secrets."""
+    parts = urllib.parse.urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname or ''}{f':{parts.port}' if parts.port else ''}/..."
+
+
+class Route(Strict):
+    """Where notices go."""
+
+    kind: Literal["slack", "pagerduty", "webhook"]
+    url: str | None = None  # Slack/webhook URL; PagerDuty defaults to its Events API
+    routing_key: str | None = None  # PagerDuty integration key
+    attempts: int = Field(default=3, ge=1, le=10)
+    timeout_s: float = Field(default=10, gt=0, le=600)
+
+    @model_validator(mode="after")
+    def _complete(self) -> Route:
+        if self.kind in ("slack", "webhook") and not self.url:
+            raise ValueError(f"a {self.kind} route needs its url")
+        if self.kind == "pagerduty" and not self.routing_key:
+            raise ValueError("a pagerduty route needs its routing_key")
+        if self.url is not None:
+            parts = urllib.parse.urlsplit(self.url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(f"url must be http(s)://host/..., got {safe_url(self.url)}")
+        return self
+
+    @property
+    def key(self) -> str:
+        """Identifies the route in the delivery state, without keeping its secrets."""
+        target = f"{self.url or ''}|{self.routing_key or ''}"
+        return f"{self.kind}:{hashlib.sha256(target.encode()).hexdigest()[:16]}"
 
 
 class AlertsConfig(Strict):
@@ -247,8 +283,14 @@ class PipelineConfig(Strict):
 _TIME_OF_DAY = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 
 
+def register_kind(kind: Kind[Any]) -> None:
+    """Add a source kind: configs may name it from now on (the config model is rebuilt)."""
+    REGISTRY[kind.name] = kind
+    rebuild_source_union()
+
+
 def rebuild_source_union() -> None:
-    """Let configs name every kind in the registry (after `sources.register`)."""
+    """Let configs name every kind in the registry (after `register_kind`)."""
     global SourceSpec
     SourceSpec = _source_union()
     for name in ("stages", "dead_letters"):  # the fields keep the union they were built with

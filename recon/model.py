@@ -273,6 +273,14 @@ class StageMetrics:
 
 
 @dataclass(frozen=True)
+class AlertState:
+    """What was last said about one (pipeline, stage)."""
+
+    firing: bool = False
+    last_notified_at: datetime | None = None
+
+
+@dataclass(frozen=True)
 class ExpectationOutcome:
     """One expectation's verdict on one stage of one window.
 

@@ -7,8 +7,14 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from recon.alerts.channels import Route
-from recon.config import AlertsConfig, MetricsConfig, PipelineConfig, ShardsConfig, WindowConfig
+from recon.config import (
+    AlertsConfig,
+    MetricsConfig,
+    PipelineConfig,
+    Route,
+    ShardsConfig,
+    WindowConfig,
+)
 from recon.sources import KINDS
 from recon.sources.base import SourceConfig, Thresholds
 

@@ -46,7 +46,7 @@ def test_metrics_pushed_to_a_real_pushgateway(pushgateway: str, tmp_path: Path) 
     horizon), with its worst loss ratio, while the run's last window is clean."""
     from datetime import UTC, datetime, timedelta
 
-    from recon.alerts.state import publish_and_notify
+    from recon.alerts.dispatch import publish_and_notify
     from recon.config import parse_config
     from recon.model import StageMetrics, Window, WindowResult
     from recon.store import ResultStore

@@ -21,7 +21,8 @@ from confluent_kafka import Producer
 
 from recon.errors import SourceError
 from recon.simulate.plant import create_topic
-from recon.sources import kafka, registry
+from recon.sources import kafka
+from recon.sources.kafka import avro as registry
 from recon.timeutil import epoch_ms
 
 from .helpers import W, at

@@ -1,4 +1,4 @@
-"""The columnar Avro decoder (recon/sources/registry.py) against fastavro, without servers."""
+"""The columnar Avro decoder (recon/sources/kafka/avro.py) against fastavro, without servers."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import fastavro
 import pyarrow as pa
 import pytest
 
-from recon.sources.registry import Schema, decode
+from recon.sources.kafka.avro import Schema, decode
 
 NESTED = {
     "type": "record",

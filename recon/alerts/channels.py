@@ -7,19 +7,16 @@ every route took it, so the next run sends it again.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import Field, model_validator
-
+from recon.config import Route, safe_url
 from recon.errors import ReconError
-from recon.sources.base import Strict
 
 PAGERDUTY_URL = "https://events.pagerduty.com/v2/enqueue"
 
@@ -28,34 +25,6 @@ class AlertDeliveryError(ReconError):
     """A notice could not be delivered after its retries."""
 
     exit_code = 3
-
-
-class Route(Strict):
-    """Where notices go."""
-
-    kind: Literal["slack", "pagerduty", "webhook"]
-    url: str | None = None  # Slack/webhook URL; PagerDuty defaults to its Events API
-    routing_key: str | None = None  # PagerDuty integration key
-    attempts: int = Field(default=3, ge=1, le=10)
-    timeout_s: float = Field(default=10, gt=0, le=600)
-
-    @model_validator(mode="after")
-    def _complete(self) -> Route:
-        if self.kind in ("slack", "webhook") and not self.url:
-            raise ValueError(f"a {self.kind} route needs its url")
-        if self.kind == "pagerduty" and not self.routing_key:
-            raise ValueError("a pagerduty route needs its routing_key")
-        if self.url is not None:
-            parts = urllib.parse.urlsplit(self.url)
-            if parts.scheme not in ("http", "https") or not parts.hostname:
-                raise ValueError(f"url must be http(s)://host/..., got {safe_url(self.url)}")
-        return self
-
-    @property
-    def key(self) -> str:
-        """Identifies the route in the delivery state, without keeping its secrets."""
-        target = f"{self.url or ''}|{self.routing_key or ''}"
-        return f"{self.kind}:{hashlib.sha256(target.encode()).hexdigest()[:16]}"
 
 
 @dataclass(frozen=True)
@@ -173,9 +142,3 @@ def deliver(route: Route, notice: Notice, backoff_s: float = 1.0) -> None:
         f"{route.kind} notice {notice.action} {notice.dedup_key} to {safe_url(url)} failed "
         f"after {route.attempts} attempts: {last_error}"
     )
-
-
-def safe_url(url: str) -> str:
-    """Scheme and host only: webhook paths and queries carry secrets."""
-    parts = urllib.parse.urlsplit(url)
-    return f"{parts.scheme}://{parts.hostname or ''}{f':{parts.port}' if parts.port else ''}/..."

@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from recon.model import AlertState
+
 TRIGGER, RESOLVE = "trigger", "resolve"
-
-
-@dataclass(frozen=True)
-class AlertState:
-    """What was last said about one (pipeline, stage)."""
-
-    firing: bool = False
-    last_notified_at: datetime | None = None
 
 
 def decide(state: AlertState, breached: bool, now: datetime, renotify: timedelta) -> str | None:

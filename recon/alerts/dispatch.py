@@ -11,10 +11,12 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from recon.alerts.channels import AlertDeliveryError, Notice, Route, deliver
+from recon.alerts.channels import AlertDeliveryError, Notice, deliver
 from recon.alerts.decision import TRIGGER, decide
+from recon.alerts.prometheus import publish
 from recon.alerts.state import PipelineState, StageState, WindowRef, pipeline_state
-from recon.config import PipelineConfig
+from recon.config import PipelineConfig, Route
+from recon.errors import ReconError
 from recon.store import ResultStore
 from recon.timeutil import iso
 
@@ -98,3 +100,26 @@ def _due(
     told = store.alert_state(cfg.pipeline, stage.stage, route.key)
     action = decide(told, stage.breached, now, cfg.alerts.renotify)
     return None if action is None else notice_for(cfg, stage, action, run_id, now)
+
+
+def publish_and_notify(
+    cfg: PipelineConfig, store: ResultStore, now: datetime, run_id: str = ""
+) -> list[Notice]:
+    """Metrics and notices of the pipeline's state, each attempted whatever the other did.
+
+    One failing never suppresses the other; failures are raised together after both.
+    """
+    state = pipeline_state(cfg, store, now)
+    failures: list[ReconError] = []
+    sent: list[Notice] = []
+    try:
+        publish(cfg, state, store.last_success(cfg.pipeline), store.last_error(cfg.pipeline))
+    except ReconError as exc:
+        failures.append(exc)
+    try:
+        sent = notify(cfg, store, now, run_id, state)
+    except ReconError as exc:
+        failures.append(exc)
+    if failures:
+        raise AlertDeliveryError("; ".join(str(f) for f in failures)) from failures[0]
+    return sent

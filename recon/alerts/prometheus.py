@@ -15,9 +15,9 @@ from datetime import datetime
 
 from prometheus_client import CollectorRegistry, Gauge, pushadd_to_gateway, write_to_textfile
 
-from recon.alerts.channels import AlertDeliveryError, safe_url
+from recon.alerts.channels import AlertDeliveryError
 from recon.alerts.state import LATENCIES, PipelineState
-from recon.config import PipelineConfig
+from recon.config import PipelineConfig, safe_url
 from recon.model import COUNTERS
 
 _LABELS = ("pipeline", "stage")

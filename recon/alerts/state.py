@@ -15,13 +15,11 @@ from typing import Any
 
 import pandas as pd
 
-from recon.alerts.channels import AlertDeliveryError, Notice
 from recon.config import PipelineConfig
-from recon.errors import ReconError
-from recon.model import COUNTERS, END_TO_END
+from recon.model import COUNTERS, END_TO_END, Status
 from recon.store import ResultStore
 
-STATUSES = ("ok", "breach", "incomplete", "error")
+STATUSES = tuple(s.value for s in Status)  # the enum's order: ok, breach, incomplete, error
 LATENCIES = ("p50", "p95", "p99", "max")
 
 
@@ -136,29 +134,3 @@ def _ref(row: Any) -> WindowRef:
 
 def _number(value: Any) -> float | None:
     return None if value is None or pd.isna(value) else float(value)
-
-
-def publish_and_notify(
-    cfg: PipelineConfig, store: ResultStore, now: datetime, run_id: str = ""
-) -> list[Notice]:
-    """Metrics and notices of the pipeline's state, each attempted whatever the other did.
-
-    One failing never suppresses the other; failures are raised together after both.
-    """
-    from recon.alerts.dispatch import notify
-    from recon.alerts.prometheus import publish
-
-    state = pipeline_state(cfg, store, now)
-    failures: list[ReconError] = []
-    sent: list[Notice] = []
-    try:
-        publish(cfg, state, store.last_success(cfg.pipeline), store.last_error(cfg.pipeline))
-    except ReconError as exc:
-        failures.append(exc)
-    try:
-        sent = notify(cfg, store, now, run_id, state)
-    except ReconError as exc:
-        failures.append(exc)
-    if failures:
-        raise AlertDeliveryError("; ".join(str(f) for f in failures)) from failures[0]
-    return sent

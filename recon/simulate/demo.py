@@ -27,6 +27,7 @@ from recon.checks.expectations import ensure_suite, suite_path
 from recon.config import PipelineConfig, load_config
 from recon.engine.runner import run
 from recon.errors import ConfigError, SourceError
+from recon.model import Status
 from recon.report import causes, window_table
 from recon.simulate.plant import Targets, pipeline_config, plant
 from recon.simulate.scenario import Scenario, plan
@@ -180,7 +181,7 @@ def run_demo(
     colour = sys.stdout.isatty()
     for window in report.windows:
         print(window_table(window, colour))
-    breached = [w for w in report.windows if w.status == "breach"]
+    breached = [w for w in report.windows if w.status == Status.BREACH]
     for window, text in causes(report.windows):
         print(f"cause: {window.window}: {text}")
     print(

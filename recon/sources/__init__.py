@@ -1,6 +1,6 @@
 """The source registry: one module per ledger kind, each ending with its `KIND`.
 
-Adding a kind is one module plus one line here (or `register` it, as the
+Adding a kind is one module plus one line here (or `config.register_kind` it, as the
 tests' own kind does); the engine asks kinds for capabilities, never names.
 """
 
@@ -15,14 +15,6 @@ from recon.sources.kind import Kind
 
 KINDS: tuple[Kind[Any], ...] = (sql.KIND, kafka.KIND, parquet.KIND, files.KIND)
 REGISTRY: dict[str, Kind[Any]] = {k.name: k for k in KINDS}
-
-
-def register(kind: Kind[Any]) -> None:
-    """Add a kind: configs may name it from now on (the config model is rebuilt)."""
-    from recon import config  # config builds its union of source configs from REGISTRY
-
-    REGISTRY[kind.name] = kind
-    config.rebuild_source_union()
 
 
 def kind_of(cfg: SourceConfig) -> Kind[Any]:

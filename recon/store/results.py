@@ -25,10 +25,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from recon import __version__
-from recon.alerts.decision import AlertState
 from recon.config import DEFAULT_SQLITE
 from recon.errors import StoreError
-from recon.model import WindowResult
+from recon.model import AlertState, WindowResult
 from recon.store import schema as t
 
 # What a store can raise: SQLAlchemy's errors (a conflict, a missing privilege, a lost

@@ -19,11 +19,11 @@ from typing import Any
 import pandas as pd
 
 from recon.engine.schemas import attribution
-from recon.model import END_TO_END, SchemaIdUse
+from recon.model import END_TO_END, SchemaIdUse, Status
 from recon.web.charts import pct
 
 # Worst first: the order pipelines are listed in, and the order cell states win in.
-RANK = {"breach": 0, "error": 1, "incomplete": 2, "ok": 3}
+RANK: dict[str, int] = {Status.BREACH: 0, Status.ERROR: 1, Status.INCOMPLETE: 2, Status.OK: 3}
 # What leaves a hop's upstream without arriving (docs/semantics.md), in charge order.
 LEAKS = ("lost", "dead_lettered", "pending", "unverifiable")
 
@@ -75,7 +75,7 @@ def headline(pipeline: str, rows: pd.DataFrame, wins: pd.DataFrame) -> Headline:
     for stage in hops(rows):
         g = rows[rows["stage"] == stage].sort_values("window_start")
         lines += _stage_lines(stage, g, today)
-    errors = wins[wins["status"] == "error"]
+    errors = wins[wins["status"] == Status.ERROR]
     if not errors.empty:
         last = errors["window_start"].iloc[-1]
         lines.append(
@@ -88,7 +88,7 @@ def headline(pipeline: str, rows: pd.DataFrame, wins: pd.DataFrame) -> Headline:
     hop_rows = rows[rows["stage"].isin(hops(rows))]
     lost = int(hop_rows.loc[hop_rows["breach"].astype(bool), "lost"].sum())
     latest = str(wins["status"].iloc[-1])
-    if bool(hop_rows["breach"].astype(bool).any()) or (wins["status"] == "breach").any():
+    if bool(hop_rows["breach"].astype(bool).any()) or (wins["status"] == Status.BREACH).any():
         state = "breach"
     elif not errors.empty:
         state = "error"
@@ -174,7 +174,7 @@ def cell_state(row: pd.Series | None, status: str, in_flight: bool = False) -> s
     settle), ok; no row at all: the window errored (no numbers are stored then).
     """
     if row is None:
-        return "error" if status == "error" else "missing"
+        return "error" if status == Status.ERROR else "missing"
     if bool(row["breach"]):
         return "breach"
     if int(row["pending"]) or int(row["unverifiable"]):

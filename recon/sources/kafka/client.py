@@ -13,7 +13,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 
 from recon.errors import SourceError
-from recon.sources import registry
+from recon.sources.kafka import avro
 from recon.sources.kafka.config import Config, describe
 
 T = TypeVar("T")
@@ -125,7 +125,7 @@ def reachable(cfg: Config) -> None:
         reason = topic.error if topic is not None else "no such topic"
         raise SourceError(f"{describe(cfg)}: {reason}")
     if cfg.schema_registry is not None:
-        registry.check(cfg.schema_registry)
+        avro.check(cfg.schema_registry)
 
 
 def retrying(cfg: Config, call: Callable[[], T]) -> T:

@@ -8,8 +8,8 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from recon import connections
-from recon.sources import registry
 from recon.sources.base import Duration, SourceConfig
+from recon.sources.kafka import avro
 
 
 class Config(SourceConfig):
@@ -17,7 +17,7 @@ class Config(SourceConfig):
 
     `json:field.path` reads JSON values; `value:field.path` reads Avro values in
     Confluent wire format, whose schemas come by ID from `schema_registry`
-    (recon/sources/registry.py). With Avro values, `time: value:field.path` may
+    (recon/sources/kafka/avro.py). With Avro values, `time: value:field.path` may
     take each event's time from a timestamp-millis/micros field instead of the
     record's timestamp (which still decides which records a read holds).
     """
@@ -32,7 +32,7 @@ class Config(SourceConfig):
     # An Airflow Connection holding bootstrap.servers and the client settings (its extra).
     connection: str | None = None
     timeout_s: float = Field(default=30, gt=0, le=3600)
-    schema_registry: registry.RegistryConfig | None = None
+    schema_registry: avro.RegistryConfig | None = None
     time: str | None = None
     # How far a record's timestamp may be behind one stored before it in its
     # partition: batching (linger.ms) and retries up to delivery.timeout.ms (2 min).

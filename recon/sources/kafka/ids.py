@@ -11,8 +11,8 @@ import pyarrow.compute as pc
 from confluent_kafka import Message
 
 from recon.model import SCHEMA_ID_ROWS, BadRecord, SchemaIds, kafka_place
-from recon.sources import registry
 from recon.sources.base import ledger_table
+from recon.sources.kafka import avro
 from recon.sources.kafka.config import Config
 
 
@@ -111,8 +111,8 @@ def avro_ids(cfg: Config, raw: pa.Table) -> tuple[pa.Table, list[BadRecord], Sch
     assert cfg.schema_registry is not None
     reg = cfg.schema_registry
     time_path = cfg.time.split(":", 1)[1] if cfg.time else None
-    decoded = registry.decode(
-        raw["raw"], lambda sid: registry.fetch(reg, sid), cfg.id.split(":", 1)[1], time_path
+    decoded = avro.decode(
+        raw["raw"], lambda sid: avro.fetch(reg, sid), cfg.id.split(":", 1)[1], time_path
     )
     stamps = timestamps(raw["ts_ms"])
     framed = pa.array(decoded.schema_id >= 0)
