@@ -76,18 +76,11 @@ def run(
     false the missing IDs are then dropped from memory (they are in the store).
     `progress` is called with each window once it is stored.
     """
-    started = time.perf_counter()
-    phases = Phases()
     windows = cfg.window.cut(start, end)
-    suite = ensure_suite(cfg)  # configuration problems surface before any reading
-    run_id = str(uuid.uuid4())
-    if store is not None:
-        store.upgrade()  # an unreachable store fails the run before any work
-        run_id = store.start_run(cfg.pipeline, start, end, config_digest(cfg))
     engine = Engine(cfg, now or datetime.now(UTC))
-    gate = Gate(cfg, suite, run_id)
-    finish = _Finish(engine, gate, store, run_id, phases, keep_missing, progress)
-    try:
+
+    def reconcile(finish: _Finish, phases: Phases) -> None:
+        nonlocal windows
         try:
             check_reachable([*cfg.stages, *cfg.dead_letters])
         except SourceError as exc:  # every window is an error, stored as such: no numbers
@@ -105,19 +98,8 @@ def run(
         elif windows:
             first, spans, handed = _first_of_process(engine, windows, phases)
             schedule.in_process(engine, spans, first, handed, finish, phases)
-        with phases.timed("data docs"):
-            docs = gate.build_docs(Path(cfg.data_docs) / run_id if cfg.data_docs else None)
-    except BaseException:
-        # A run that dies (a store failure, an interrupt) is marked failed, not left
-        # "running" forever; the error itself goes on up.
-        if store is not None:
-            store.mark_failed(run_id)
-        raise
-    report = RunReport(cfg.pipeline, run_id, finish.results, phases, data_docs=docs)
-    if store is not None:
-        store.finish_run(run_id, RUN_STATUS[report.exit_code], docs)
-    report.wall_s = time.perf_counter() - started
-    return report
+
+    return _stored_run(engine, start, end, store, keep_missing, progress, reconcile)
 
 
 def finish_computed(
@@ -134,17 +116,41 @@ def finish_computed(
     A window merged from its shards (engine/shards.py) is judged and stored as `run`
     stores the windows it computes.
     """
+
+    def judge(finish: _Finish, phases: Phases) -> None:
+        finish(computed)
+
+    return _stored_run(Engine(cfg, now), start, end, store, keep_missing, None, judge)
+
+
+def _stored_run(
+    engine: Engine,
+    start: datetime,
+    end: datetime,
+    store: ResultStore | None,
+    keep_missing: bool,
+    progress: Callable[[WindowResult], None] | None,
+    work: Callable[[_Finish, Phases], None],
+) -> RunReport:
+    """One run's life around `work` (which hands computed windows to the finish step).
+
+    The suite is checked first (configuration problems surface before any
+    reading), then the run is recorded; a run that dies (a store failure, an
+    interrupt) is marked failed, not left "running" forever, and its error goes
+    on up; else it ends with its status and its Data Docs.
+    """
+    cfg = engine.cfg
     started = time.perf_counter()
     phases = Phases()
     suite = ensure_suite(cfg)
     run_id = str(uuid.uuid4())
     if store is not None:
-        store.upgrade()
+        store.upgrade()  # an unreachable store fails the run before any work
         run_id = store.start_run(cfg.pipeline, start, end, config_digest(cfg))
     gate = Gate(cfg, suite, run_id)
-    finish = _Finish(Engine(cfg, now), gate, store, run_id, phases, keep_missing, None)
+    finish = _Finish(engine, gate, store, run_id, phases, keep_missing, progress)
     try:
-        finish(computed)
+        work(finish, phases)
         with phases.timed("data docs"):
             docs = gate.build_docs(Path(cfg.data_docs) / run_id if cfg.data_docs else None)
     except BaseException:
