@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import psycopg
@@ -18,18 +16,13 @@ from .helpers import W, ledger
 
 
 @pytest.fixture
-def zoned_db(pg_url: str) -> Iterator[str]:
+def zoned_db(pg_store: str) -> str:
     """A fresh results database whose sessions default to New York time, not UTC."""
-    name = f"recon_tz_{uuid.uuid4().hex[:8]}"
-    admin = make_url(pg_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    name = make_url(pg_store).database
+    admin = make_url(pg_store).set(drivername="postgresql").render_as_string(hide_password=False)
     with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
         conn.execute(f"ALTER DATABASE {name} SET TimeZone = 'America/New_York'")
-    try:
-        yield make_url(pg_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
+    return pg_store
 
 
 def test_missing_event_times_round_trip(zoned_db: str) -> None:

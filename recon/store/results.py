@@ -512,6 +512,11 @@ class ResultStore:
 
     # -- reading -------------------------------------------------------------------------
 
+    def _of_window(self, query: sa.Select[Any], window_id: str, *order: Any) -> pd.DataFrame:
+        """`query`'s rows of one stored window (its table has a window_id), in `order`."""
+        table = query.get_final_froms()[0]
+        return self._frame(query.where(table.c.window_id == window_id).order_by(*order))
+
     def _frame(self, query: sa.Select[Any]) -> pd.DataFrame:
         try:
             with self.engine.connect() as conn:
@@ -570,11 +575,7 @@ class ResultStore:
     def schema_ids(self, window_id: str) -> pd.DataFrame:
         """The schema IDs of one stored window's Kafka stages (model.SchemaIdUse)."""
         s = t.window_schema_ids.c
-        return self._frame(
-            sa.select(t.window_schema_ids)
-            .where(s.window_id == window_id)
-            .order_by(s.stage, s.schema_id)
-        )
+        return self._of_window(sa.select(t.window_schema_ids), window_id, s.stage, s.schema_id)
 
     def schema_ids_before(self, pipeline: str, before: datetime) -> dict[tuple[str, str], set[int]]:
         """(stage, topic) -> schema IDs with messages in the latest windows before `before`.
@@ -601,28 +602,18 @@ class ResultStore:
 
     def window_metrics(self, window_id: str) -> pd.DataFrame:
         """The per-stage metrics of one stored window, in pipeline order."""
-        m = t.stage_metrics.c
-        return self._frame(
-            sa.select(t.stage_metrics).where(m.window_id == window_id).order_by(m.position)
-        )
+        return self._of_window(sa.select(t.stage_metrics), window_id, t.stage_metrics.c.position)
 
     def expectations(self, window_id: str) -> pd.DataFrame:
         """The expectation results of one stored window."""
         e = t.expectation_results.c
-        return self._frame(
-            sa.select(t.expectation_results)
-            .where(e.window_id == window_id)
-            .order_by(e.stage, e.column_name)
-        )
+        return self._of_window(sa.select(t.expectation_results), window_id, e.stage, e.column_name)
 
     def dead_letter_errors(self, window_id: str) -> pd.DataFrame:
         """One stored window's dead-lettered events per stage and error, most first."""
         d = t.dead_letter_errors.c
-        return self._frame(
-            sa.select(d.stage, d.error, d.events)
-            .where(d.window_id == window_id)
-            .order_by(d.stage, d.events.desc(), d.error)
-        )
+        query = sa.select(d.stage, d.error, d.events)
+        return self._of_window(query, window_id, d.stage, d.events.desc(), d.error)
 
     def data_docs(self, run_id: str) -> Path | None:
         """The index page of a run's Great Expectations Data Docs, if it built them."""
