@@ -338,29 +338,29 @@ def substitute_env(value: Any, where: str = "") -> Any:
 
 def _resolve_paths(data: dict[str, Any], base: Path) -> None:
     """Make relative local paths relative to the config file, not the working directory."""
+
+    def resolved(path: object, default: str | None = None) -> object:
+        if not path and default is not None:
+            path = default
+        if isinstance(path, str) and path and "://" not in path:
+            return str(base / path)  # an absolute `path` stays itself
+        return path
+
     entries = [data.get(k) for k in ("stages", "dead_letters")]
     for entry in [e for group in entries if isinstance(group, list) for e in group]:
         kind = REGISTRY.get(str(entry.get("source"))) if isinstance(entry, dict) else None
         for key in kind.paths if kind is not None else ():
-            path = entry.get(key)
-            if isinstance(path, str) and "://" not in path and not os.path.isabs(path):
-                entry[key] = str(base / path)
-    results = data.get("results")
-    if isinstance(results, str) and "://" not in results and results:
-        data["results"] = str(base / results)
-    elif not results:
-        # The default store sits beside the config, wherever recon is called from (the
-        # CLI, a notebook, a DAG): all of them read and write the same one.
-        data["results"] = str(base / DEFAULT_SQLITE)
+            if key in entry:
+                entry[key] = resolved(entry[key])
+    # The default store sits beside the config, wherever recon is called from (the CLI,
+    # a notebook, a DAG): all of them read and write the same one.
+    data["results"] = resolved(data.get("results"), DEFAULT_SQLITE)
     shards = data.get("shards")
-    if isinstance(shards, dict):
-        directory = shards.get("directory", "recon-shards")
-        if isinstance(directory, str) and directory and "://" not in directory:
-            shards["directory"] = str(base / directory)
+    if isinstance(shards, dict) and shards.get("directory", "recon-shards"):
+        shards["directory"] = resolved(shards.get("directory", "recon-shards"))
     for key, default in (("expectations", "expectations"), ("data_docs", "data-docs")):
-        value = data.get(key)
-        if value is None or isinstance(value, str):
-            data[key] = str(base / (value or default))
+        if data.get(key) is None or isinstance(data.get(key), str):
+            data[key] = resolved(data.get(key), default)
 
 
 def parse_config(data: Any, source: str = "<config>", base: Path | None = None) -> PipelineConfig:
