@@ -99,28 +99,37 @@ def run_summary(windows: list[WindowResult], wall_s: float, where: list[str]) ->
     events = sum(w.events or 0 for w in windows)
     rate = events / wall_s if wall_s > 0 else 0.0
     lines = [f"{len(windows)} windows in {wall_s:.1f}s ({rate:,.0f} events/s): {counts}"]
-    hops = [(m, w) for w in windows for m in w.stages[1:] if w.error is None]
-    worst = max(hops, key=lambda mw: (mw[0].loss_rate, mw[0].lost), default=None)
-    lost = sum(w.end_to_end.lost for w in windows if w.end_to_end is not None)
-    if worst is not None and worst[0].lost:
-        m, w = worst
-        lines.append(
-            f"worst: {m.stage} in {w.window} lost {m.lost} of {m.upstream} ({m.loss_rate:.4%}); "
-            f"{lost} events lost in all"
-        )
-    else:
-        lines.append("no event lost")
-    failed = [(w, e) for w in windows for e in w.expectations if e.name and not e.success]
-    if failed:  # a user's expectation can breach a window that lost nothing
-        w, e = failed[0]
-        more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
-        lines.append(f"failed: {e.name} at {e.stage} in {w.window}{more}")
+    lines += [_worst(windows), *_failed(windows)]
     lines += [f"cause: {w.window}: {text}" for w, text in causes(windows)]
     errors = [w for w in windows if w.error is not None]
     if errors:
         lines.append(f"error: {errors[0].error}")
     lines += where
     return "\n".join(lines) + "\n"
+
+
+def _worst(windows: list[WindowResult]) -> str:
+    """The hop that lost the largest share in any window, and the loss of the run."""
+    hops = [(m, w) for w in windows for m in w.stages[1:] if w.error is None]
+    worst = max(hops, key=lambda mw: (mw[0].loss_rate, mw[0].lost), default=None)
+    if worst is None or not worst[0].lost:
+        return "no event lost"
+    m, w = worst
+    lost = sum(x.end_to_end.lost for x in windows if x.end_to_end is not None)
+    return (
+        f"worst: {m.stage} in {w.window} lost {m.lost} of {m.upstream} ({m.loss_rate:.4%}); "
+        f"{lost} events lost in all"
+    )
+
+
+def _failed(windows: list[WindowResult]) -> list[str]:
+    """The first failed expectation of the user's: it can breach a window that lost nothing."""
+    failed = [(w, e) for w in windows for e in w.expectations if e.name and not e.success]
+    if not failed:
+        return []
+    w, e = failed[0]
+    more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
+    return [f"failed: {e.name} at {e.stage} in {w.window}{more}"]
 
 
 def causes(windows: list[WindowResult]) -> list[tuple[WindowResult, str]]:
