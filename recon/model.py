@@ -78,6 +78,17 @@ class Status(StrEnum):
     ERROR = "error"
 
 
+class RunStatus(StrEnum):
+    """A run's status in the store: `running`, then by its exit code, or how it died."""
+
+    RUNNING = "running"
+    OK = "ok"
+    BREACH = "breach"
+    ERROR = "error"
+    FAILED = "failed"  # died of an error it could report (a store lost mid-run)
+    ABANDONED = "abandoned"  # killed without a word: its heartbeat went stale
+
+
 @dataclass(frozen=True, order=True)
 class Window:
     """A half-open UTC time range [start, end) that checks itself."""

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from recon.model import Status
+from recon.model import RunStatus, Status
 
 # Exit code of a run, by the worst window status in it.
 SEVERITY = {Status.OK: 0, Status.INCOMPLETE: 0, Status.BREACH: 1, Status.ERROR: 3}
 # A finished run's status in the store, by its exit code.
-RUN_STATUS = {0: "ok", 1: "breach", 3: "error"}
+RUN_STATUS = {0: RunStatus.OK, 1: RunStatus.BREACH, 3: RunStatus.ERROR}
 
 
 def is_settled(window_end: datetime, settle: timedelta, now: datetime) -> bool:

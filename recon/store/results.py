@@ -27,7 +27,7 @@ from sqlalchemy.engine import Connection, Engine
 from recon import __version__
 from recon.config import DEFAULT_SQLITE
 from recon.errors import StoreError
-from recon.model import AlertState, WindowResult
+from recon.model import AlertState, RunStatus, WindowResult
 from recon.store import schema as t
 
 # What a store can raise: SQLAlchemy's errors (a conflict, a missing privilege, a lost
@@ -204,10 +204,10 @@ class ResultStore:
                     t.runs.update()
                     .where(
                         (r.pipeline == pipeline)
-                        & (r.status == "running")
+                        & (r.status == RunStatus.RUNNING)
                         & (sa.func.coalesce(r.heartbeat_at, r.started_at) < stale)
                     )
-                    .values(status="abandoned", finished_at=now)
+                    .values(status=RunStatus.ABANDONED, finished_at=now)
                 )
             conn.execute(
                 t.runs.insert().values(
@@ -217,7 +217,7 @@ class ResultStore:
                     range_end=_naive_utc(end),
                     started_at=now,
                     **({"heartbeat_at": now} if beats else {}),
-                    status="running",
+                    status=RunStatus.RUNNING,
                     config_digest=digest,
                     recon_version=__version__,
                 )
@@ -236,11 +236,13 @@ class ResultStore:
         )
         if not frame.empty:
             beat = frame["heartbeat_at"].fillna(frame["started_at"])
-            gone = (frame["status"] == "running") & (beat < datetime.now(UTC) - ABANDONED_AFTER)
-            frame.loc[gone, "status"] = "abandoned"
+            gone = (frame["status"] == RunStatus.RUNNING) & (
+                beat < datetime.now(UTC) - ABANDONED_AFTER
+            )
+            frame.loc[gone, "status"] = RunStatus.ABANDONED.value
         return frame
 
-    def finish_run(self, run_id: str, status: str, data_docs: Path | None = None) -> None:
+    def finish_run(self, run_id: str, status: RunStatus, data_docs: Path | None = None) -> None:
         """Record how a run ended, and where its Data Docs are (if it built them)."""
         docs = {"data_docs": str(data_docs)} if data_docs is not None else {}
         with self._begin() as conn:
@@ -257,7 +259,7 @@ class ResultStore:
         cannot record it either, and that first error is the one reported.
         """
         try:
-            self.finish_run(run_id, "failed")
+            self.finish_run(run_id, RunStatus.FAILED)
         except StoreError:
             return
 
@@ -494,7 +496,7 @@ class ResultStore:
         with self._begin() as conn:
             value = conn.execute(
                 sa.select(sa.func.max(r.finished_at)).where(
-                    (r.pipeline == pipeline) & (r.status == "error")
+                    (r.pipeline == pipeline) & (r.status == RunStatus.ERROR)
                 )
             ).scalar()
         return _aware(value)
@@ -505,7 +507,9 @@ class ResultStore:
         with self._begin() as conn:
             value = conn.execute(
                 sa.select(sa.func.max(r.finished_at)).where(
-                    (r.pipeline == pipeline) & (r.status != "error") & (r.status != "running")
+                    (r.pipeline == pipeline)
+                    & (r.status != RunStatus.ERROR)
+                    & (r.status != RunStatus.RUNNING)
                 )
             ).scalar()
         return _aware(value)
