@@ -18,8 +18,9 @@ import yaml
 
 from recon.checks.expectations import Gate, ensure_suite, suite_path
 from recon.cli import main
-from recon.config import load_config, parse_config
+from recon.config import PipelineConfig, load_config, parse_config
 from recon.engine.dead_letters import NO_ERROR_HEADER
+from recon.errors import ConfigError
 from recon.model import Computed, StageMetrics, Window
 from recon.simulate.plant import Targets, pipeline_config, plant
 from recon.simulate.scenario import Scenario, plan
@@ -208,18 +209,7 @@ def test_a_config_built_in_code_writes_no_suite(tmp_path: Path, monkeypatch) -> 
     (no expectations/, no Data Docs). Its 1 window: the lake lost 3 of 100, over loss_rate
     0.01: the lake's loss_rate and the end to end's fail, the other 4 expectations pass."""
     monkeypatch.chdir(tmp_path)
-    cfg = parse_config(
-        {
-            "pipeline": "in-code",
-            "thresholds": {"loss_rate": 0.01},
-            "stages": [
-                {"name": "webhook", "source": "sql", "url": "postgresql+psycopg://x@h/d",
-                 "table": "t", "id": "i", "time": "t"},
-                {"name": "lake", "source": "parquet", "path": "/nonexistent", "id": "i",
-                 "time": "t"},
-            ],
-        }
-    )  # fmt: skip
+    cfg = _in_code("in-code", {"loss_rate": 0.01})
     assert suite_path(cfg) is None and cfg.data_docs is None
     suite = ensure_suite(cfg)
     window = Window(START, START + timedelta(hours=1))
@@ -236,25 +226,30 @@ def test_a_config_built_in_code_writes_no_suite(tmp_path: Path, monkeypatch) -> 
     ]
     assert gate.build_docs(None) is None
     assert list(tmp_path.iterdir()) == []
-    with pytest.raises(Exception, match="names no directory"):
+    with pytest.raises(ConfigError, match="names no directory"):
         ensure_suite(cfg, write=True)
 
 
-def _suite_dir(tmp_path: Path, user: list[dict]) -> object:
-    """A config with a suite directory holding recon's expectations and `user`'s."""
-    cfg = parse_config(
+def _in_code(pipeline: str, thresholds: dict, **more: object) -> PipelineConfig:
+    """A webhook -> lake config built in code (no file); its sources are never read."""
+    return parse_config(
         {
-            "pipeline": "user-suite",
-            "thresholds": {"loss_rate": 1},
-            "expectations": str(tmp_path / "expectations"),
+            "pipeline": pipeline,
+            "thresholds": thresholds,
             "stages": [
                 {"name": "webhook", "source": "sql", "url": "postgresql+psycopg://x@h/d",
                  "table": "t", "id": "i", "time": "t"},
                 {"name": "lake", "source": "parquet", "path": "/nonexistent", "id": "i",
                  "time": "t"},
             ],
+            **more,
         }
     )  # fmt: skip
+
+
+def _suite_dir(tmp_path: Path, user: list[dict]) -> PipelineConfig:
+    """A config with a suite directory holding recon's expectations and `user`'s."""
+    cfg = _in_code("user-suite", {"loss_rate": 1}, expectations=str(tmp_path / "expectations"))
     suite = ensure_suite(cfg)
     path = suite_path(cfg)
     assert path is not None
@@ -301,8 +296,6 @@ def test_a_user_expectation_that_cannot_judge_anything_is_a_config_error(
 ) -> None:
     """GX drops a type it does not know with a log line, and a row condition on a stage the
     pipeline lacks never matches: both would pass forever. Both stop the run (exit 2)."""
-    from recon.errors import ConfigError
-
     cfg = _suite_dir(tmp_path, [user])
     with pytest.raises(ConfigError, match=message):
         ensure_suite(cfg)
