@@ -16,7 +16,7 @@ pytestmark = pytest.mark.skipif(not GLIBC, reason="mallopt and mallinfo2 are gli
 # (earlier tests), glibc serves the next one from those free chunks before it maps.
 _CHECK = """
 import ctypes, ctypes.util, mmap, sys
-from recon.engine.heap import MMAP_THRESHOLD, tune_process
+from recon.engine.heap import MMAP_THRESHOLD, bound_memory, tune_process
 
 class MallInfo2(ctypes.Structure):
     _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks",
@@ -28,8 +28,10 @@ libc.free.argtypes = [ctypes.c_void_p]
 libc.mallinfo2.restype = MallInfo2
 size = 1 << 20
 assert size > MMAP_THRESHOLD
-if sys.argv[1] == "bound":
+if sys.argv[1] in ("tuned", "bound"):
     tune_process()
+if sys.argv[1] == "bound":
+    bound_memory()
 libc.free(libc.malloc(size))
 before = libc.mallinfo2().hblkhd
 block = libc.malloc(size)
@@ -48,10 +50,28 @@ def _mapped_growth(mode: str) -> tuple[int, int]:
 
 
 def test_a_big_block_is_still_mapped_after_one_was_freed() -> None:
-    """Without `tune_process`, freeing a mapped 1 MiB block makes glibc serve the next
-    one from an arena, which keeps it when freed (mapped bytes do not grow). With it,
-    the next 1 MiB block is a mapping of its own: mapped bytes grow by exactly 1 MiB
-    plus glibc's 8-byte header, rounded up to whole pages."""
+    """Without `bound_memory`, freeing a mapped 1 MiB block makes glibc serve the next
+    one from an arena, which keeps it when freed (mapped bytes do not grow): so in a
+    process that is only tuned (a run of small windows), and in an untuned one. Bound
+    (a big window or a shard), the next 1 MiB block is a mapping of its own: mapped
+    bytes grow by exactly 1 MiB plus glibc's 8-byte header, rounded up to whole pages."""
     grew, page_rounded = _mapped_growth("bound")
     assert grew == page_rounded
+    assert _mapped_growth("tuned") == (0, page_rounded)
     assert _mapped_growth("default") == (0, page_rounded)
+
+
+def test_bound_memory_needs_a_tuned_process() -> None:
+    """A notebook's process (never tuned) keeps glibc's own behaviour even when a big
+    window is computed in it: `bound_memory` changes nothing there."""
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from recon.engine import heap; heap.bound_memory(); print(heap._bounded)",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert out.strip() == "False"

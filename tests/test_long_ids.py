@@ -31,6 +31,7 @@ from recon.cli import main
 from recon.engine.loss import compute
 from recon.errors import StoreError
 from recon.model import StageInput, WindowResult
+from recon.sources.base import nul_ids
 from recon.store import ResultStore, schema
 from recon.store.results import migrations
 from recon.web.app import Dashboard
@@ -330,3 +331,24 @@ def test_an_id_holding_nul_is_unreadable_and_its_window_is_stored(
             assert store.notes(run["window_id"]) == run["notes"]
         finally:
             store.engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("ids", "want"),
+    [
+        # No zero byte anywhere: no mask at all.
+        (pa.chunked_array([pa.array(["e1", "e2"]), pa.array(["e3"])]), None),
+        (pa.chunked_array([], pa.string()), None),
+        # The NUL is in the buffer but outside the slice: every value matched, none holds one.
+        (pa.chunked_array([pa.array(["a\x00b", "c", "d"]).slice(1)]), [False, False]),
+        (pa.chunked_array([pa.array(["e1", "a\x00b", None])]), [False, True, False]),
+        (pa.chunked_array([pa.array(["x\x00", "y"], pa.large_string())]), [True, False]),
+        (pa.chunked_array([pa.array(["x", "y"], pa.large_string())]), None),
+    ],
+)
+def test_nul_ids_marks_exactly_the_ids_holding_nul(
+    ids: pa.ChunkedArray, want: list[bool] | None
+) -> None:
+    """`nul_ids` skips matching when no byte of the text is zero, and is exact otherwise."""
+    got = nul_ids(ids)
+    assert (None if got is None else got.to_pylist()) == want

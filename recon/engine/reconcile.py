@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from recon.config import PipelineConfig
 from recon.engine.carry import Kept
 from recon.engine.dead_letters import dead_letter_errors
-from recon.engine.heap import release_freed_memory
+from recon.engine.heap import bound_memory, release_freed_memory
 from recon.engine.loss import compute_many
 from recon.engine.notes import read_notes, stall_notes
 from recon.engine.phases import Phases
@@ -34,6 +34,8 @@ class Engine:
 
     def read(self, span: Span, phases: Phases, kept: dict[str, Kept] | None = None) -> Read:
         """The span's ledgers, reading only what `kept` (from the span before) lacks."""
+        if span.big:
+            bound_memory()
         return read(self.cfg, span, phases, kept)
 
     def carry(self, span: Span, stages: Read, after: Span) -> dict[str, Kept] | None:
@@ -48,11 +50,13 @@ class Engine:
         cfg = self.cfg
         if isinstance(stages, SourceError):
             return [Computed(cfg.pipeline, w, error=str(stages)) for w in span.windows]
+        res = cfg.resources
+        rows = sum(s.ledger.table.num_rows for s in stages)
+        big = rows > res.max_rows_per_read * len(stages)
+        if big:  # a window no estimate sized (the first one) may turn out big here
+            bound_memory()
         release_freed_memory()  # what the reads and the last store freed: DuckDB's turn
         with phases.timed("compute"):
-            res = cfg.resources
-            rows = sum(s.ledger.table.num_rows for s in stages)
-            big = rows > res.max_rows_per_read * len(stages)
             memory = res.duckdb_memory_big_window if big else res.duckdb_memory
             stalled = [self.now >= w.end + cfg.window.stall for w in span.windows]
             computed = compute_many(span.windows, stages, ranges(cfg), memory, stalled)

@@ -46,7 +46,7 @@ import pyarrow.parquet as pq
 from recon.config import PipelineConfig
 from recon.engine import schemas
 from recon.engine.dead_letters import dead_letter_errors
-from recon.engine.heap import release_freed_memory
+from recon.engine.heap import bound_memory, release_freed_memory
 from recon.engine.loss import (
     clock_notes,
     compute_many,
@@ -104,6 +104,7 @@ def reconcile_shard(
     result (its task fails and is retried; the window is merged only from all K).
     """
     phases = phases if phases is not None else Phases()
+    bound_memory()  # a shard exists to bound a task's memory
     stages = read_range(cfg, window, phases, shard=shard)
     release_freed_memory()
     with phases.timed("compute"):

@@ -474,9 +474,9 @@ def canonical_ids(
         )
         # PostgreSQL's text cannot hold U+0000: such an ID could not be stored, and its
         # whole window with it. Named, like any ID recon cannot use.
-        reasons.append(
-            (pc.fill_null(pc.match_substring(ids, "\x00"), False), f"{column} holds a NUL")
-        )
+        nul = nul_ids(ids)
+        if nul is not None:
+            reasons.append((nul, f"{column} holds a NUL"))
     unusable = functools.reduce(pc.or_, [mask for mask, _ in reasons])
     if not pc.any(unusable).as_py():
         return ids, None
@@ -484,6 +484,24 @@ def canonical_ids(
     for mask, reason in reversed(reasons):  # the first that applies
         why = pc.if_else(mask, pa.scalar(reason), why)
     return pc.if_else(unusable, pa.scalar(None, pa.string()), ids), why
+
+
+def nul_ids(ids: pa.ChunkedArray) -> pa.ChunkedArray | None:
+    """Per ID: whether it holds U+0000; None when none can (no zero byte in the text).
+
+    One pass over the bytes finds most reads free of NUL, 35x faster than matching
+    every value (bench/README.md); bytes outside the chunks' slices only make it match.
+    """
+    if all(_no_zero_byte(chunk) for chunk in ids.chunks):
+        return None
+    return pc.fill_null(pc.match_substring(ids, "\x00"), False)
+
+
+def _no_zero_byte(chunk: pa.Array) -> bool:
+    if chunk.type not in (pa.string(), pa.large_string()):
+        return False
+    data = chunk.buffers()[2]
+    return data is None or data.size == 0 or int(np.frombuffer(data, np.uint8).min()) > 0
 
 
 def _utf8(values: pa.ChunkedArray) -> tuple[pa.ChunkedArray, pa.ChunkedArray | None]:

@@ -11,7 +11,7 @@ import pyarrow.compute as pc
 from confluent_kafka import Message
 
 from recon.model import SCHEMA_ID_ROWS, BadRecord, SchemaIds, kafka_place
-from recon.sources.base import ledger_table
+from recon.sources.base import ledger_table, nul_ids
 from recon.sources.kafka import avro
 from recon.sources.kafka.config import Config
 
@@ -56,8 +56,8 @@ def without_nul(
     cfg: Config, table: pa.Table, bad: list[BadRecord]
 ) -> tuple[pa.Table, list[BadRecord]]:
     """Records whose ID holds U+0000 (valid UTF-8, but no store keeps it) are unreadable."""
-    nul = pc.fill_null(pc.match_substring(table["event_id"], "\x00"), False)
-    if not pc.any(nul).as_py():
+    nul = nul_ids(table["event_id"])
+    if nul is None or not pc.any(nul).as_py():
         return table, bad
     what = "key" if cfg.id == "key" else cfg.id
     rows = table.filter(nul)
