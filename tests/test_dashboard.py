@@ -144,6 +144,44 @@ def test_pages_show_the_stored_numbers(browser, site) -> None:
     page.screenshot(path=str(ARTIFACTS / "dashboard-event.png"), full_page=True)
 
 
+def test_a_token_given_once_opens_the_pages_links(browser, site) -> None:
+    """With a token, the overview opened with ?token= sets it as an HttpOnly, SameSite=Strict
+    cookie, so its links (which carry no token) open: the breached window's link answers
+    200 with the window's page. A browser without the cookie gets 401 on the same link, and
+    one whose cookie holds another token too."""
+    _, store, _ = site
+    server = make_server("127.0.0.1", 0, Dashboard(store, token="s3 cret/é"))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_port}"
+    try:
+        page = browser.new_page()
+        token = urllib.parse.quote("s3 cret/é")
+        first = page.goto(f"{base}/?start=2026-11-26T00:00Z&end=2026-11-26T03:00Z&token={token}")
+        assert first is not None and first.status == 200
+        ((cookie,),) = [page.context.cookies()]
+        assert (cookie["name"], cookie["httpOnly"], cookie["sameSite"]) == (
+            "recon_token",
+            True,
+            "Strict",
+        )
+        link = page.locator("a[href^='/window/']").first
+        href = link.get_attribute("href")
+        assert href is not None and "token" not in href
+        with page.expect_navigation() as opened:
+            link.click()
+        assert opened.value is not None and opened.value.status == 200
+        assert page.locator("table").count() > 0
+        stranger = browser.new_context().new_page()
+        refused = stranger.goto(base + href)
+        assert refused is not None and refused.status == 401
+        forged = browser.new_context()
+        forged.add_cookies([{"name": "recon_token", "value": "guess", "url": base}])
+        refused = forged.new_page().goto(base + href)
+        assert refused is not None and refused.status == 401
+    finally:
+        server.shutdown()
+
+
 def test_token_is_required_when_configured(tmp_path: Path) -> None:
     store = ResultStore(f"sqlite:///{tmp_path / 'r.sqlite'}")
     store.upgrade()
@@ -151,6 +189,28 @@ def test_token_is_required_when_configured(tmp_path: Path) -> None:
     assert app.respond("/", {})[0] == "401 Unauthorized"
     assert app.respond("/", {"token": ["s3cret"]})[0] == "200 OK"
     assert app.respond("/", {}, auth="Bearer s3cret")[0] == "200 OK"
+    assert app.respond("/", {}, cookie="s3cret")[0] == "200 OK"
+
+
+@pytest.mark.parametrize(
+    ("cookie", "status"),
+    [
+        ("recon_token=s3cret", "200 OK"),
+        ("other=1; recon_token=s3cret", "200 OK"),
+        ("recon_token=wrong", "401 Unauthorized"),
+        ('recon_token="unterminated; x', "401 Unauthorized"),  # malformed: no token from it
+        ("", "401 Unauthorized"),
+    ],
+)
+def test_the_token_cookie_over_wsgi(tmp_path: Path, cookie: str, status: str) -> None:
+    """The Cookie header as a browser sends it: only the dashboard's own cookie with the
+    token opens a page; a malformed header is no token (and no 500)."""
+    store = ResultStore(f"sqlite:///{tmp_path / 'r.sqlite'}")
+    store.upgrade()
+    app = Dashboard(store, token="s3cret")
+    got: list[str] = []
+    app({"PATH_INFO": "/", "HTTP_COOKIE": cookie}, lambda s, headers: got.append(s))
+    assert got == [status]
 
 
 def _missing_stored(tmp_path: Path, ids: list[str]) -> tuple[ResultStore, str]:

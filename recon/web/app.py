@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import hmac
+import http.cookies
 import io
 import re
 import urllib.parse
@@ -110,6 +111,21 @@ def _fmt(value: Any) -> str:
     return escape(str(value))
 
 
+_UNAUTHORIZED = "401 Unauthorized"
+_COOKIE = "recon_token"
+
+
+def _cookie(header: str) -> str:
+    """The dashboard's token cookie from a Cookie header; "" if absent or malformed."""
+    jar: http.cookies.SimpleCookie = http.cookies.SimpleCookie()
+    try:
+        jar.load(header)
+    except http.cookies.CookieError:  # another site's malformed cookie: no token from it
+        return ""
+    morsel = jar.get(_COOKIE)
+    return "" if morsel is None else urllib.parse.unquote(morsel.value)
+
+
 class Dashboard:
     """The WSGI application."""
 
@@ -132,27 +148,36 @@ class Dashboard:
         # WSGI hands the path over already percent-decoded, its UTF-8 bytes as Latin-1
         # characters; `respond` takes it as sent (quoted), so an ID with % or é survives.
         raw = environ.get("PATH_INFO", "/").encode("latin-1").decode("utf-8", "replace")
+        cookie = _cookie(environ.get("HTTP_COOKIE", ""))
         status, kind, body = self.respond(
-            urllib.parse.quote(raw), query, environ.get("HTTP_AUTHORIZATION", "")
+            urllib.parse.quote(raw), query, environ.get("HTTP_AUTHORIZATION", ""), cookie
         )
-        start_response(
-            status,
-            [
-                ("Content-Type", kind),
-                ("Content-Length", str(len(body))),
-                ("Content-Security-Policy", DOCS_CSP if raw.startswith("/docs/") else CSP),
-                ("X-Content-Type-Options", "nosniff"),
-            ],
-        )
+        headers = [
+            ("Content-Type", kind),
+            ("Content-Length", str(len(body))),
+            ("Content-Security-Policy", DOCS_CSP if raw.startswith("/docs/") else CSP),
+            ("X-Content-Type-Options", "nosniff"),
+        ]
+        if self.token is not None and status != _UNAUTHORIZED and query.get("token"):
+            # The page's links carry no token: the browser sends it back as this cookie.
+            value = urllib.parse.quote(self.token, safe="")
+            headers.append(("Set-Cookie", f"{_COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict"))
+        start_response(status, headers)
         return [body]
 
-    def respond(self, path: str, query: dict[str, list[str]], auth: str = "") -> Response:
-        """Route a request (also used directly by tests)."""
+    def respond(
+        self, path: str, query: dict[str, list[str]], auth: str = "", cookie: str = ""
+    ) -> Response:
+        """Route a request (also used directly by tests).
+
+        With a token, a request carries it as ?token=, as a bearer token, or in the
+        cookie a page opened with ?token= set.
+        """
         if self.token is not None:
-            given = query.get("token", [""])[0] or auth.removeprefix("Bearer ").strip()
+            given = query.get("token", [""])[0] or auth.removeprefix("Bearer ").strip() or cookie
             # As bytes: compare_digest refuses str that is not ASCII (a 500 on ?token=é).
             if not hmac.compare_digest(given.encode(), self.token.encode()):
-                return "401 Unauthorized", "text/plain", b"token required"
+                return _UNAUTHORIZED, "text/plain", b"token required"
         try:
             if path == "/":
                 return self.overview(query)
