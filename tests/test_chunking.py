@@ -132,3 +132,57 @@ def test_one_busy_hour_does_not_serialize_the_others(
     assert reads == [(0, False), (1, False)]
     assert [w.events for w in busy.windows] == [w.events for w in usual.windows] == per_hour
     assert [w.status for w in busy.windows] == [w.status for w in usual.windows] == ["ok"] * 6
+
+
+def test_rows_handed_on_go_once_taken_and_big_spans_hand_on_after_computing(
+    pg_url: str, unique: str, monkeypatch, tmp_path: Path
+) -> None:
+    """The spans of the test above ([00:00], [01:00], [02:00], [03:00] over the budget,
+    [04:00-06:00)). What a read hands on to the next span (`Engine.carry`) is no longer
+    held once that span is computed: at the compute of the span starting at hour h, no
+    rows carried from a read before hour h - 1 are alive (the caller kept the first
+    read's, a 120 M-event day's first 31 minutes, for the whole run). The kept rows are
+    copies: around the big span (02:00 -> 03:00 -> 04:00) they are taken after the
+    compute, not beside it; 01:00 hands on before its compute, as 02:00 is read
+    meanwhile."""
+    import weakref
+
+    from recon.engine import runner
+    from recon.engine.reconcile import Engine
+
+    cfg = _hourly_receipts(pg_url, unique, [10, 300, 300, 1000, 10, 10])
+    cfg = cfg.model_copy(
+        update={
+            "expectations": str(tmp_path / "expectations"),
+            "resources": ResourcesConfig(max_rows_per_read=500),
+        }
+    )
+    carried: list[tuple[int, weakref.ref[pa.Table]]] = []  # (hour read, rows it kept)
+    alive: dict[int, set[int]] = {}  # compute's hour -> hours whose kept rows are alive
+    steps: list[tuple[str, int]] = []
+    plain_carry, plain_compute = Engine.carry, Engine.compute
+
+    def carry(engine, span, stages, after):  # type: ignore[no-untyped-def]
+        kept = plain_carry(engine, span, stages, after)
+        hour = span.windows[0].start.hour
+        steps.append(("carry", hour))
+        carried.extend((hour, weakref.ref(k.ledger.table)) for k in (kept or {}).values())
+        return kept
+
+    def compute(engine, span, stages, phases):  # type: ignore[no-untyped-def]
+        hour = span.windows[0].start.hour
+        steps.append(("compute", hour))
+        alive[hour] = {h for h, table in carried if table() is not None}
+        return plain_compute(engine, span, stages, phases)
+
+    monkeypatch.setattr(Engine, "carry", carry)
+    monkeypatch.setattr(Engine, "compute", compute)
+    report = runner.run(cfg, START, START + timedelta(hours=6), None)
+    assert [w.events for w in report.windows] == [10, 300, 300, 1000, 10, 10]
+    assert sorted({h for h, _ in carried}) == [0, 1, 2, 3]
+    assert list(alive) == [0, 1, 2, 3, 4]
+    for hour, hours in alive.items():
+        assert all(h >= hour - 1 for h in hours), (hour, hours)
+    for hour in (0, 2, 3):
+        assert steps.index(("compute", hour)) < steps.index(("carry", hour))
+    assert steps.index(("carry", 1)) < steps.index(("compute", 1))

@@ -96,8 +96,8 @@ def run(
             plan_pool = functools.partial(_first_of_pool, engine, windows, jobs, phases)
             schedule.in_pool(engine, ahead, plan_pool, finish, phases, jobs)
         elif windows:
-            first, spans, handed = _first_of_process(engine, windows, phases)
-            schedule.in_process(engine, spans, first, handed, finish, phases)
+            plan_process = functools.partial(_first_of_process, engine, windows, phases)
+            schedule.in_process(engine, plan_process, finish, phases)
 
     return _stored_run(engine, start, end, store, keep_missing, progress, reconcile)
 
