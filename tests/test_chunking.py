@@ -93,8 +93,9 @@ def test_one_busy_hour_does_not_serialize_the_others(
     """Receipts: 10, 300, 300, 1000, 10, 10 an hour under a 500-row read budget. The spans
     are [00:00], [01:00], [02:00], [03:00] (over the budget) and [04:00-06:00). 01:00 is
     read once 00:00 is computed (while it is gated); 02:00 is read on the prefetch thread
-    while 01:00 is computed; the busy hour is read after 02:00 is gated (and stored), and
-    so is the span after it. Every window's cohort is its hour's receipts, as with the
+    while 01:00 is computed; the busy hour is read once 02:00 is computed, beside its
+    gate and store, and computed once 02:00 is stored; so is the span after it. Every
+    window's cohort is its hour's receipts, as with the
     default budget, under which the first hour and the rest are two spans."""
     import threading
 
@@ -106,27 +107,43 @@ def test_one_busy_hour_does_not_serialize_the_others(
     # The gate's suite goes to the test's own directory, not the working one.
     cfg = cfg.model_copy(update={"expectations": str(tmp_path / "expectations")})
     reads: list[tuple[int, bool]] = []  # (first hour read, read on the prefetch thread)
-    steps: list[tuple[str, int]] = []  # ("read" | "gate", first hour), in order
-    plain, gate = Engine.read, runner.Gate.__call__
+    # ("read" | "compute" | "stored", first hour), in order
+    steps: list[tuple[str, int]] = []
+    plain, compute, finish = Engine.read, Engine.compute, runner._Finish.__call__
 
-    def validate(self, part):  # type: ignore[no-untyped-def]
-        steps.append(("gate", part[0].window.start.hour))
-        return gate(self, part)
+    busy_read = threading.Event()
+    overlapped: list[bool] = []  # 02:00's store waited for the busy hour's read
+
+    def stored(self, part):  # type: ignore[no-untyped-def]
+        if part[0].window.start.hour == 2:
+            overlapped.append(busy_read.wait(timeout=30))
+        finish(self, part)
+        steps.append(("stored", part[0].window.start.hour))
+
+    def computing(engine, span, stages, phases):  # type: ignore[no-untyped-def]
+        steps.append(("compute", span.windows[0].start.hour))
+        return compute(engine, span, stages, phases)
 
     def read(engine, span, phases, kept=None):  # type: ignore[no-untyped-def]
         hour = span.windows[0].start.hour
         reads.append((hour, threading.current_thread() is not threading.main_thread()))
         steps.append(("read", hour))
+        if hour == 3:
+            busy_read.set()
         return plain(engine, span, phases, kept)
 
     monkeypatch.setattr(Engine, "read", read)
-    monkeypatch.setattr(runner.Gate, "__call__", validate)
+    monkeypatch.setattr(Engine, "compute", computing)
+    monkeypatch.setattr(runner._Finish, "__call__", stored)
     tight = cfg.model_copy(update={"resources": ResourcesConfig(max_rows_per_read=500)})
     busy = runner.run(tight, START, START + timedelta(hours=6), None)
     assert reads == [(0, False), (1, False), (2, True), (3, False), (4, False)]
-    # The busy hour is read once 02:00 is gated (and stored), 04:00 once 03:00 is.
-    assert steps.index(("gate", 2)) < steps.index(("read", 3))
-    assert steps.index(("gate", 3)) < steps.index(("read", 4))
+    assert overlapped == [True]
+    # The busy hour is read once 02:00 is computed and computed once 02:00 is stored;
+    # 04:00 likewise around 03:00.
+    for hour in (3, 4):
+        assert steps.index(("compute", hour - 1)) < steps.index(("read", hour))
+        assert steps.index(("stored", hour - 1)) < steps.index(("compute", hour))
     reads.clear()
     usual = runner.run(cfg, START, START + timedelta(hours=6), None)
     assert reads == [(0, False), (1, False)]

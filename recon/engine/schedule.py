@@ -35,9 +35,10 @@ def in_process(
 
     The next span is read while this one is computed, gated and stored (reads
     wait on servers and librdkafka; DuckDB releases the GIL), unless either is
-    big: a big span is read once the span before it is stored, and the span
-    after it too, since two of them would not fit in memory together (DuckDB
-    spills what it must). `first` also returns what the first span hands on to
+    big: a big span is read once the span before it is computed (beside its
+    store) and computed once that is stored, and so is the span after it, since
+    two spans' ledgers would not fit in memory together (DuckDB spills what it
+    must). `first` also returns what the first span hands on to
     the second. Only this frame holds what a read hands on, so each goes when
     the next span has taken it (one kept by the caller held a 120 M-event day's
     first 31 minutes, ~340 MB, for the whole run).
@@ -62,15 +63,14 @@ def in_process(
 
         def step(j: int, handed: Handed) -> Handed:
             """Span j read (or its read awaited), computed, and queued for `finish`."""
-            if not overlapped(j):
-                # A big span is read once the previous one is stored: a breached
-                # window's missing IDs and their COPY beside the next read made the peak
-                # of a 120 M-event day (bench/RESULTS.md).
-                finished[-1].result()
             if isinstance(handed, Future):
                 stages = handed.result()
-            else:
+            else:  # beside the previous span's store, which is light (batched COPY)
                 stages = engine.read(spans[j], phases, handed)
+            if not overlapped(j):
+                # A big span is computed once the previous one is stored: a breached
+                # window's missing IDs beside DuckDB's share would not fit.
+                finished[-1].result()
             if overlapped(j + 1):  # read while this span is computed
                 after = hand_on(j + 1, stages)  # at most two spans in memory
                 computed = engine.compute(spans[j], stages, phases)
